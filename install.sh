@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Installs adapterkit for development into the current Python.
+# torch is installed first and pinned to the CPU build so nothing resolves to a
+# multi-GB CUDA build; the package itself is then built against that torch
+# (no build isolation) so the C++ kernel compiles with the installed headers.
+set -euo pipefail
+cd "$(dirname "$0")"
+python3 -m pip install -q "torch==${ADAPTERKIT_TORCH_VERSION:-2.13.0}"
+python3 -m pip install -q setuptools wheel
+python3 -m pip install -q --no-build-isolation -e ".[dev]"
