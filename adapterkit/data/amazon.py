@@ -1,0 +1,161 @@
+"""Blitzer et al.'s multi-domain Amazon reviews (ACL 2007), "sorted_data_acl".
+
+Files `<domain>.positive.review` / `<domain>.negative.review`, 1000 reviews
+each, for the domains books, dvd, electronics, kitchen. The format is
+pseudo-XML (every tag on its own line, raw `&` in text), so it is parsed
+line by line, not with an XML parser; HTML entities such as `&quot;` are
+unescaped afterwards.
+
+Split (`amazon_splits`): per domain, per label, the reviews in file order are
+shuffled with `random.Random(f"{seed}/{label}")` (seed 0 by default) and cut into
+700 train / 100 dev / 200 test, giving a stratified 1400 / 200 / 400 split with
+balanced labels. The split depends only on the files and the seed.
+"""
+from __future__ import annotations
+
+import html
+import os
+import random
+from pathlib import Path
+
+from adapterkit.errors import AdapterkitError
+
+DOMAINS = ("books", "dvd", "electronics", "kitchen")
+POLARITIES = (("negative", 0), ("positive", 1))
+SPLIT_SIZES = (1400, 200, 400)  # train, dev, test per domain
+ENV_VAR = "ADAPTERKIT_AMAZON_DIR"
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+_WELL_KNOWN = ("data/amazon", "../shared/data/amazon")
+
+
+def resolve_amazon_dir(data_dir: str | Path | None = None) -> Path:
+    """`data_dir`, else `$ADAPTERKIT_AMAZON_DIR`, else ./data/amazon or ../shared/data/amazon."""
+    explicit = data_dir if data_dir is not None else os.environ.get(ENV_VAR) or None
+    if explicit is not None:
+        path = Path(explicit).expanduser()
+        if not path.is_dir():
+            raise AdapterkitError(f"Amazon reviews folder {path} does not exist")
+        return path
+    for base in (Path.cwd(), _REPO_ROOT):
+        for rel in _WELL_KNOWN:
+            if (base / rel).is_dir():
+                return (base / rel).resolve()
+    raise AdapterkitError(
+        f"Amazon reviews not found in ./data/amazon or ../shared/data/amazon; "
+        f"pass a data folder or set {ENV_VAR} to the folder holding <domain>.positive.review"
+    )
+
+
+def parse_reviews(path: str | Path) -> list[dict]:
+    """Every review of one Blitzer file as a dict of its tags (title, review_text, rating, ...)."""
+    path = Path(path)
+    reviews, current, tag, lines = [], None, None, []
+    with open(path, encoding="utf-8") as f:
+        for number, raw in enumerate(f, start=1):
+            line = raw.rstrip("\n")
+            stripped = line.strip()
+            if stripped == "<review>":
+                current = {}
+            elif stripped == "</review>":
+                if current is None or tag is not None:
+                    raise AdapterkitError(f"{path}:{number}: </review> without an open, complete <review>")
+                reviews.append(current)
+                current = None
+            elif current is None:
+                if stripped:
+                    raise AdapterkitError(f"{path}:{number}: text outside a <review> block")
+            elif tag is None and stripped.startswith("<") and stripped.endswith(">"):
+                tag, lines = stripped[1:-1], []
+            elif tag is not None and stripped == f"</{tag}>":
+                current[tag] = html.unescape("\n".join(lines).strip())
+                tag = None
+            elif tag is not None:
+                lines.append(line)
+            elif stripped:
+                raise AdapterkitError(f"{path}:{number}: text outside a tag in a review")
+    if current is not None:
+        raise AdapterkitError(f"{path}: last <review> is not closed")
+    return reviews
+
+
+def review_text(review: dict) -> str:
+    """Title and body joined by one space, whitespace runs collapsed."""
+    text = f"{review.get('title', '')} {review.get('review_text', '')}"
+    return " ".join(text.split())
+
+
+def load_amazon(domain: str, data_dir: str | Path | None = None):
+    """All 2000 labelled reviews of `domain`: a `datasets.Dataset` with text, label (1 pos / 0 neg), domain.
+
+    Rows are negatives then positives, each in file order.
+    """
+    import datasets
+
+    if domain not in DOMAINS:
+        raise AdapterkitError(f"unknown Amazon domain {domain!r}; known: {', '.join(DOMAINS)}")
+    root = resolve_amazon_dir(data_dir)
+    out: dict[str, list] = {"text": [], "label": [], "domain": []}
+    for polarity, label in POLARITIES:
+        path = root / f"{domain}.{polarity}.review"
+        if not path.is_file():
+            raise AdapterkitError(f"missing Amazon file {path}")
+        texts = [review_text(r) for r in parse_reviews(path)]
+        out["text"] += texts
+        out["label"] += [label] * len(texts)
+        out["domain"] += [domain] * len(texts)
+    return datasets.Dataset.from_dict(out)
+
+
+def stratified_split(labels: list[int], sizes: tuple[int, ...], seed: int = 0) -> list[list[int]]:
+    """Row indices for each split, every split holding each label in proportion to `sizes`.
+
+    Per label, indices are shuffled with `random.Random(f"{seed}/{label}")` and cut into
+    pieces of size `sizes[k] * count(label) / len(labels)`.
+    """
+    if sum(sizes) > len(labels):
+        raise AdapterkitError(f"split sizes {sizes} exceed the {len(labels)} rows")
+    by_label: dict[int, list[int]] = {}
+    for i, label in enumerate(labels):
+        by_label.setdefault(label, []).append(i)
+    parts: list[list[int]] = [[] for _ in sizes]
+    for label in sorted(by_label):
+        rows = by_label[label]
+        random.Random(f"{seed}/{label}").shuffle(rows)
+        start = 0
+        for k, size in enumerate(sizes):
+            take = round(size * len(rows) / len(labels))
+            parts[k] += rows[start:start + take]
+            start += take
+    return [sorted(p) for p in parts]
+
+
+def amazon_splits(domain: str, seed: int = 0, sizes: tuple[int, int, int] = SPLIT_SIZES,
+                  data_dir: str | Path | None = None):
+    """`datasets.DatasetDict` train/dev/test of one domain: stratified, seeded (see module doc)."""
+    import datasets
+
+    full = load_amazon(domain, data_dir)
+    parts = stratified_split(full["label"], sizes, seed)
+    return datasets.DatasetDict({name: full.select(rows) for name, rows in zip(("train", "dev", "test"), parts)})
+
+
+def few_shot(dataset, shots: int, seed: int = 0, label_column: str = "label"):
+    """`shots` rows of `dataset`, balanced over labels, chosen with `seed`.
+
+    Each label gets `shots // n_labels` rows (the first `shots % n_labels`
+    labels one more). Per label the rows are shuffled once with the seed, so a
+    smaller shot count with the same seed is a subset of a larger one.
+    """
+    labels = dataset[label_column]
+    by_label: dict[int, list[int]] = {}
+    for i, label in enumerate(labels):
+        by_label.setdefault(label, []).append(i)
+    chosen = []
+    for k, label in enumerate(sorted(by_label)):
+        want = shots // len(by_label) + (1 if k < shots % len(by_label) else 0)
+        rows = by_label[label]
+        if want > len(rows):
+            raise AdapterkitError(f"{shots} shots need {want} rows of label {label}, only {len(rows)} exist")
+        random.Random(f"{seed}/{label}").shuffle(rows)
+        chosen += rows[:want]
+    return dataset.select(sorted(chosen))

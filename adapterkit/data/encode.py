@@ -1,0 +1,95 @@
+"""Tokenize a loaded split and batch it with dynamic padding.
+
+`encode` truncates to `max_seq_len` but does not pad; `PadCollator` pads each
+batch to its own longest row, so a CPU batch of short sentences costs what
+its longest sentence costs, not `max_seq_len`. `length_grouped_order` puts
+rows of similar length into the same batch to shrink that padding further.
+"""
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+from adapterkit.data.tasks import GlueTask, get_task
+
+MODEL_COLUMNS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def encode(dataset, tokenizer, task: str | GlueTask | None, max_seq_len: int = 128):
+    """Tokenize text_a[/text_b] into input_ids, attention_mask[, token_type_ids], labels.
+
+    Args:
+        dataset: a `datasets.Dataset` from `load_glue`, `read_predict_file`, ...
+        tokenizer: a Hugging Face tokenizer (fast ones are much quicker here).
+        task: decides the label dtype (float for regression); None for unlabelled data.
+        max_seq_len: longest sequence kept, special tokens included.
+    Returns a `datasets.Dataset` holding only model inputs and `labels` (if labelled).
+    """
+    if max_seq_len < 2:
+        raise ValueError(f"max_seq_len must be >= 2, got {max_seq_len}")
+    task = get_task(task) if isinstance(task, str) else task
+    has_pair = "text_b" in dataset.column_names
+
+    def tokenize(batch: dict) -> dict:
+        pair = batch["text_b"] if has_pair else None
+        out = tokenizer(batch["text_a"], pair, truncation=True, max_length=max_seq_len)
+        encoded = {k: out[k] for k in MODEL_COLUMNS if k in out}
+        if "label" in batch:
+            labels = batch["label"]
+            encoded["labels"] = [float(x) for x in labels] if task and task.is_regression else labels
+        return encoded
+
+    return dataset.map(tokenize, batched=True, remove_columns=dataset.column_names,
+                       desc="tokenizing", load_from_cache_file=False)
+
+
+class PadCollator:
+    """Turn a list of encoded rows into a batch of tensors padded to the batch's longest row.
+
+    Args:
+        pad_token_id: id written into padded positions of input_ids.
+        regression: labels become float32 (else int64).
+    """
+
+    def __init__(self, pad_token_id: int = 0, regression: bool = False):
+        self.pad_token_id = pad_token_id
+        self.regression = regression
+
+    def __call__(self, rows: Sequence[dict]) -> dict:
+        import torch
+
+        longest = max(len(r["input_ids"]) for r in rows)
+        batch = {}
+        for key in MODEL_COLUMNS:
+            if key not in rows[0]:
+                continue
+            fill = self.pad_token_id if key == "input_ids" else 0
+            padded = [list(r[key]) + [fill] * (longest - len(r[key])) for r in rows]
+            batch[key] = torch.tensor(padded, dtype=torch.long)  # (B, T)
+        if "labels" in rows[0]:
+            dtype = torch.float32 if self.regression else torch.long
+            batch["labels"] = torch.tensor([r["labels"] for r in rows], dtype=dtype)  # (B,)
+        return batch
+
+
+def length_grouped_order(lengths: Sequence[int], batch_size: int, seed: int = 0,
+                         window: int = 50) -> list[int]:
+    """A shuffled row order whose consecutive batches hold rows of similar length.
+
+    Rows are shuffled, cut into windows of `window` batches, sorted by length
+    inside each window, cut into batches, and the batches shuffled again, so
+    the order stays random across epochs (pass a different `seed`) while
+    padding inside a batch stays small.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    rng = random.Random(seed)
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    chunk = batch_size * window
+    batches = []
+    for start in range(0, len(order), chunk):
+        part = sorted(order[start:start + chunk], key=lambda i: lengths[i])
+        batches += [part[j:j + batch_size] for j in range(0, len(part), batch_size)]
+    rng.shuffle(batches)
+    return [i for b in batches for i in b]

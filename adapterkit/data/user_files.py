@@ -1,0 +1,155 @@
+"""Users' own files: inputs for `adapterkit predict` and labelled domain files for transfer.
+
+Two formats, chosen by extension:
+- TSV (`.tsv`, `.tab`, `.txt`): a header line, then tab-separated rows, never quoted.
+- JSONL (`.jsonl`, `.json`): one JSON object per line.
+Every error names the file and the 1-based line.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from adapterkit.data.tasks import GlueTask, get_task
+from adapterkit.data.tsv import iter_tsv_lines
+from adapterkit.errors import AdapterkitError
+
+TSV_SUFFIXES = (".tsv", ".tab", ".txt")
+JSONL_SUFFIXES = (".jsonl", ".json")
+# Accepted (first, second) column names for sentence pairs, then for single sentences.
+PAIR_COLUMNS = (("sentence1", "sentence2"), ("text_a", "text_b"), ("premise", "hypothesis"),
+                ("question1", "question2"), ("question", "sentence"))
+SINGLE_COLUMNS = ("sentence", "text", "text_a")
+
+
+def iter_records(path: str | Path) -> Iterator[tuple[int, dict]]:
+    """Yield (line number, record) for each row of a TSV or JSONL file."""
+    path = Path(path)
+    if not path.is_file():
+        raise AdapterkitError(f"input file {path} does not exist")
+    suffix = path.suffix.lower()
+    if suffix in JSONL_SUFFIXES:
+        yield from _iter_jsonl(path)
+    elif suffix in TSV_SUFFIXES:
+        yield from _iter_tsv(path)
+    else:
+        raise AdapterkitError(f"{path}: unknown file type {suffix!r}; use .tsv or .jsonl")
+
+
+def _iter_tsv(path: Path) -> Iterator[tuple[int, dict]]:
+    lines = iter_tsv_lines(path)
+    first = next(lines, None)
+    if first is None:
+        raise AdapterkitError(f"{path}: file is empty (expected a header line)")
+    header = [h.strip() for h in first[1]]
+    for number, fields in lines:
+        if len(fields) != len(header):
+            raise AdapterkitError(
+                f"{path}:{number}: expected {len(header)} tab-separated columns, found {len(fields)}"
+            )
+        yield number, dict(zip(header, fields))
+
+
+def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
+    with open(path, encoding="utf-8-sig") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise AdapterkitError(f"{path}:{number}: invalid JSON ({e.msg})") from None
+            if not isinstance(record, dict):
+                raise AdapterkitError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
+            yield number, record
+
+
+def _text_columns(keys: Sequence[str], pair: bool | None, where: str) -> tuple[str, ...]:
+    """The text column names found in `keys`: a pair when `pair` is True/None and one fits."""
+    if pair is not False:
+        for columns in PAIR_COLUMNS:
+            if all(c in keys for c in columns):
+                return columns
+    if pair is not True:
+        for column in SINGLE_COLUMNS:
+            if column in keys:
+                return (column,)
+    wanted = PAIR_COLUMNS if pair else SINGLE_COLUMNS if pair is False else PAIR_COLUMNS + SINGLE_COLUMNS
+    raise AdapterkitError(f"{where}: no text column(s) found in {list(keys)}; expected one of {list(wanted)}")
+
+
+def _text(record: dict, column: str, where: str) -> str:
+    value = record.get(column)
+    if not isinstance(value, str):
+        raise AdapterkitError(f"{where}: column {column!r} must be a string, got {value!r}")
+    return value
+
+
+def read_predict_file(path: str | Path, task: str | GlueTask | None = None):
+    """Inputs for prediction as a `datasets.Dataset` with text_a[, text_b].
+
+    Text columns: a pair `sentence1`/`sentence2` (or text_a/text_b,
+    premise/hypothesis, question1/question2, question/sentence), or a single
+    `sentence`/`text`. With `task`, a pair task requires a pair and a
+    single-sentence task a single column. An `id` column, if present, is kept.
+    """
+    import datasets
+
+    task = get_task(task) if isinstance(task, str) else task
+    pair = None if task is None else task.is_pair
+    columns: tuple[str, ...] | None = None
+    out: dict[str, list] = {}
+    for number, record in iter_records(path):
+        where = f"{path}:{number}"
+        if columns is None:
+            columns = _text_columns(list(record), pair, where)
+            names = ["text_a", "text_b"][: len(columns)] + (["id"] if "id" in record else [])
+            out = {name: [] for name in names}
+        for name, column in zip(("text_a", "text_b"), columns):
+            out[name].append(_text(record, column, where))
+        if "id" in out:
+            out["id"].append(str(record.get("id", "")))
+    if columns is None:
+        raise AdapterkitError(f"{path}: no rows to predict")
+    return datasets.Dataset.from_dict(out)
+
+
+def _label(value, label_names: Sequence[str] | None, where: str) -> int:
+    if label_names is not None and str(value) in label_names:
+        return list(label_names).index(str(value))
+    try:
+        label = int(value)
+    except (TypeError, ValueError):
+        label = -1
+    if label < 0 or (label_names is not None and label >= len(label_names)) or str(label) != str(value).strip():
+        expected = list(label_names) if label_names else "a non-negative integer"
+        raise AdapterkitError(f"{where}: bad label {value!r}; expected {expected}")
+    return label
+
+
+def read_domain_file(path: str | Path, label_names: Sequence[str] | None = None,
+                     default_domain: str | None = None):
+    """A labelled multi-domain file as a `datasets.Dataset` with text, label, domain.
+
+    Each row needs `text` (or `sentence`), `label` and `domain` columns. Labels
+    are integer ids, or names from `label_names` (mapped to their index).
+    Without a `domain` column every row gets `default_domain` (else an error).
+    """
+    import datasets
+
+    out: dict[str, list] = {"text": [], "label": [], "domain": []}
+    for number, record in iter_records(path):
+        where = f"{path}:{number}"
+        column = "text" if "text" in record else "sentence"
+        domain = record.get("domain", default_domain)
+        if domain is None or str(domain).strip() == "":
+            raise AdapterkitError(f"{where}: no domain (add a 'domain' column or pass a default domain)")
+        if "label" not in record:
+            raise AdapterkitError(f"{where}: no 'label' column")
+        out["text"].append(_text(record, column, where))
+        out["label"].append(_label(record["label"], label_names, where))
+        out["domain"].append(str(domain))
+    if not out["text"]:
+        raise AdapterkitError(f"{path}: no rows")
+    return datasets.Dataset.from_dict(out)
