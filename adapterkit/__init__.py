@@ -1,0 +1,56 @@
+"""adapterkit: bottleneck adapters with cross-layer sharing on any Hugging Face transformer.
+
+    import adapterkit as ak
+    ak.add_adapter(model, "cola", ak.BottleneckConfig(bottleneck_dim=64, sharing=3))
+    ak.train_adapter(model, "cola")
+
+Names are resolved lazily, so `import adapterkit` imports neither torch nor transformers
+nor any optional extra; the first use of a name loads the module that defines it.
+"""
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "BottleneckConfig": "adapterkit.config",
+    "parse_sharing": "adapterkit.config",
+    "AdapterkitError": "adapterkit.errors",
+    "IncompatibleAdapterError": "adapterkit.errors",
+    "PlacementError": "adapterkit.errors",
+    "BottleneckAdapter": "adapterkit.modules",
+    "register_adapter_kind": "adapterkit.modules",
+    "find_sites": "adapterkit.sites",
+    "SharingPlan": "adapterkit.sharing",
+    "add_adapter": "adapterkit.model",
+    "remove_adapter": "adapterkit.model",
+    "set_active": "adapterkit.model",
+    "active_adapters": "adapterkit.model",
+    "list_adapters": "adapterkit.model",
+    "train_adapter": "adapterkit.model",
+    "count_parameters": "adapterkit.model",
+    "adapter_parameters": "adapterkit.model",
+    "head_parameters": "adapterkit.model",
+    "plan_adapter": "adapterkit.model",
+    "save_adapter": "adapterkit.io",
+    "load_adapter": "adapterkit.io",
+    "read_manifest": "adapterkit.io",
+    "push_adapter": "adapterkit.hub",
+    "pull_adapter": "adapterkit.hub",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'adapterkit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return __all__

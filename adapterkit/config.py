@@ -1,0 +1,113 @@
+"""Adapter configuration: one dataclass, validated on construction, JSON round trip."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+from adapterkit.errors import AdapterkitError
+
+Sharing = Union[int, str]  # N (layers per group), "all" or "none"
+
+ACTIVATIONS = ("gelu", "relu", "swish", "silu", "tanh")
+PLACEMENTS = ("houlsby", "pfeiffer")
+INITS = ("zero", "houlsby")
+
+
+def parse_sharing(value: Any) -> Sharing:
+    """Normalise a sharing value: a positive int, "all" or "none" (strings of digits are ints)."""
+    if isinstance(value, bool):
+        raise AdapterkitError(f"sharing must be a positive integer, 'all' or 'none', got {value!r}")
+    if isinstance(value, int):
+        if value < 1:
+            raise AdapterkitError(f"sharing must be >= 1 (layers per shared adapter), got {value}")
+        return value
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("all", "none"):
+            return text
+        if text.isdigit():
+            return parse_sharing(int(text))
+    raise AdapterkitError(f"sharing must be a positive integer, 'all' or 'none', got {value!r}")
+
+
+@dataclass
+class BottleneckConfig:
+    """How a bottleneck adapter is built, where it goes and which sites share it.
+
+    Size: give `bottleneck_dim` (m) or `reduction_factor` (m = hidden // factor); default m = 64.
+    Sharing: `sharing=N` makes N consecutive adapted layers share one module; "all" shares one
+    module across every layer of a stack; "none" gives every site its own module. With
+    `share_sites=True` (the reference report's choice) the attention and feed-forward sites of a
+    group share too; with False each site kind gets its own module per group.
+    Placement: "houlsby" adapts after attention output and after the feed-forward output;
+    "pfeiffer" only after the feed-forward output.
+    Layers: `layers` (explicit indices), `top_n` (the top N layers) and `leave_out` select which
+    layers are adapted; indices count from 0 within each layer stack.
+    `targets` overrides site discovery with regular expressions on module names:
+    {"layers": ..., "attn": ..., "ffn": ...} (see adapterkit.sites).
+    """
+
+    bottleneck_dim: int | None = None
+    reduction_factor: float | None = None
+    activation: str = "gelu"
+    scaling: float = 1.0
+    init: str = "zero"
+    dropout: float = 0.0
+    placement: str = "houlsby"
+    sharing: Sharing = 1
+    share_sites: bool = True
+    layers: list[int] | None = None
+    top_n: int | None = None
+    leave_out: list[int] = field(default_factory=list)
+    train_layer_norms: bool = False
+    targets: dict[str, str] | None = None
+    kind: str = "bottleneck"
+
+    def __post_init__(self) -> None:
+        if self.bottleneck_dim is not None and self.reduction_factor is not None:
+            raise AdapterkitError("give bottleneck_dim or reduction_factor, not both")
+        if self.bottleneck_dim is not None and (not isinstance(self.bottleneck_dim, int) or self.bottleneck_dim <= 0):
+            raise AdapterkitError(f"bottleneck_dim must be a positive integer, got {self.bottleneck_dim!r}")
+        if self.reduction_factor is not None and self.reduction_factor <= 0:
+            raise AdapterkitError(f"reduction_factor must be > 0, got {self.reduction_factor!r}")
+        if self.bottleneck_dim is None and self.reduction_factor is None:
+            self.bottleneck_dim = 64
+        _check_choice("activation", self.activation, ACTIVATIONS)
+        _check_choice("placement", self.placement, PLACEMENTS)
+        _check_choice("init", self.init, INITS)
+        self.sharing = parse_sharing(self.sharing)
+        if self.top_n is not None and self.top_n < 1:
+            raise AdapterkitError(f"top_n must be >= 1, got {self.top_n}")
+        if self.layers is not None and (self.top_n is not None):
+            raise AdapterkitError("give layers or top_n, not both")
+        if not 0.0 <= self.dropout < 1.0:
+            raise AdapterkitError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.targets is not None:
+            unknown = set(self.targets) - {"layers", "attn", "ffn"}
+            if unknown:
+                raise AdapterkitError(f"targets keys must be 'layers', 'attn', 'ffn'; got {sorted(unknown)}")
+
+    def bottleneck_for(self, hidden: int) -> int:
+        if self.bottleneck_dim is not None:
+            return self.bottleneck_dim
+        return max(1, int(hidden // self.reduction_factor))
+
+    def site_kinds(self) -> tuple[str, ...]:
+        return ("attn", "ffn") if self.placement == "houlsby" else ("ffn",)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "BottleneckConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise AdapterkitError(f"unknown adapter config fields: {sorted(unknown)}")
+        return cls(**data)
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise AdapterkitError(f"{name} must be one of {', '.join(choices)}; got {value!r}")

@@ -1,0 +1,247 @@
+"""Save and load adapters: safetensors weights + one JSON file, never pickle.
+
+A saved adapter is a folder:
+  adapterkit_config.json        format, adapterkit version, the adapter config, the base model
+                                (name, type, config hash, hidden size, layers), every site with
+                                its group, and `groups`: the aliases of each shared module
+  adapterkit_weights.safetensors one tensor per distinct parameter: "<group>.down.weight", ...
+                                (a module shared by many sites is stored once; the sites that
+                                use it are listed under `groups`), plus "layer_norms.<path>" when
+                                the adapter trains the backbone's layer norms
+  adapterkit_head.safetensors   the task head, by model-level parameter names (optional)
+The names are chosen so PEFT's and AdapterHub's `adapter_config.json` readers never pick
+these folders up by mistake. Each file is written to a temporary name and renamed, the config
+last, so a folder with `adapterkit_config.json` is complete.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from adapterkit.config import BottleneckConfig
+from adapterkit.errors import AdapterkitError, IncompatibleAdapterError
+from adapterkit.model import (
+    BANK,
+    add_adapter,
+    adapter_config,
+    adapter_plan,
+    get_bank,
+    head_parameters,
+    layer_norm_parameters,
+    plan_adapter,
+    remove_adapter,
+)
+from adapterkit.sharing import SharingPlan
+from adapterkit.sites import find_sites, hidden_size
+
+CONFIG_FILE = "adapterkit_config.json"
+WEIGHTS_FILE = "adapterkit_weights.safetensors"
+HEAD_FILE = "adapterkit_head.safetensors"
+FORMAT = "adapterkit.adapter"
+FORMAT_VERSION = 1
+
+# Config keys that define the architecture; the hash ignores everything else (label maps,
+# dtype, transformers version) so it is stable across transformers releases.
+_ARCH_KEYS = (
+    "model_type", "hidden_size", "d_model", "n_embd", "num_hidden_layers", "n_layer", "num_layers",
+    "num_decoder_layers", "num_attention_heads", "n_head", "num_heads", "num_key_value_heads",
+    "intermediate_size", "d_ff", "n_inner", "vocab_size", "hidden_act", "activation_function",
+)
+
+
+def save_adapter(model: nn.Module, name: str, path: str | os.PathLike, include_head: bool = True) -> Path:
+    """Write adapter `name` (and the task head) to folder `path`."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    config, plan = adapter_config(model, name), adapter_plan(model, name)
+    tensors = {k: v.detach().contiguous() for k, v in get_bank(model).adapters[name].state_dict().items()}
+    if config.train_layer_norms:
+        for pname, p in layer_norm_parameters(model, plan.sites).items():
+            tensors[f"layer_norms.{pname}"] = p.detach().contiguous()
+    _atomic(path / WEIGHTS_FILE, lambda tmp: save_file(tensors, tmp, metadata={"format": FORMAT}))
+    head = {n: p.detach().contiguous() for n, p in head_parameters(model).items()} if include_head else {}
+    if head:
+        _atomic(path / HEAD_FILE, lambda tmp: save_file(head, tmp, metadata={"format": FORMAT}))
+    elif (path / HEAD_FILE).exists():
+        (path / HEAD_FILE).unlink()
+    manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "adapterkit_version": _version(),
+        "name": name,
+        "kind": config.kind,
+        "config": config.to_dict(),
+        "base_model": describe_base_model(model, config.targets),
+        "sites": [
+            {"path": s.path, "stack": s.stack, "layer": s.layer, "kind": s.kind, "hidden": s.hidden, "group": gid}
+            for gid, sites in plan.groups.items() for s in sites
+        ],
+        "groups": {gid: [s.path for s in sites] for gid, sites in plan.groups.items()},
+        "head": sorted(head),
+    }
+    _atomic(path / CONFIG_FILE, lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=2)))
+    return path
+
+
+def read_manifest(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    config_path = path / CONFIG_FILE
+    if not config_path.is_file():
+        what = "folder" if path.is_dir() else "path"
+        raise AdapterkitError(f"{path}: not an adapterkit adapter ({what} has no {CONFIG_FILE})")
+    try:
+        manifest = json.loads(config_path.read_text())
+    except json.JSONDecodeError as e:
+        raise AdapterkitError(f"{config_path}: malformed JSON ({e})") from None
+    if manifest.get("format") != FORMAT:
+        raise AdapterkitError(f"{config_path}: not an adapterkit adapter config (format {manifest.get('format')!r})")
+    if manifest.get("format_version", 0) > FORMAT_VERSION:
+        raise AdapterkitError(f"{config_path}: written by a newer adapterkit (format {manifest['format_version']})")
+    return manifest
+
+
+def load_adapter(model: nn.Module, path: str | os.PathLike, name: str | None = None, activate: bool = True) -> str:
+    """Load a saved adapter (a folder, or "hub:REPO[:TAG|@VERSION]") into `model`; returns its name."""
+    if isinstance(path, str) and path.startswith("hub:"):
+        from adapterkit.hub import pull_adapter
+
+        path = pull_adapter(path[len("hub:"):])
+    path = Path(path)
+    manifest = read_manifest(path)
+    config = BottleneckConfig.from_dict(manifest["config"])
+    name = name or manifest["name"]
+    check_compatible(model, manifest, plan_adapter(model, config), path)
+    tensors = _load_tensors(path / WEIGHTS_FILE)
+    head_path = path / HEAD_FILE
+    head = _load_tensors(head_path) if head_path.exists() else {}
+    _check_head(model, head, head_path)
+    add_adapter(model, name, config, activate=activate)
+    try:
+        _fill(model, name, tensors, path / WEIGHTS_FILE)
+    except Exception:
+        remove_adapter(model, name)  # leave the model as it was
+        raise
+    if head:
+        model.load_state_dict(head, strict=False)
+    return name
+
+
+def describe_base_model(model: nn.Module, targets: dict[str, str] | None = None) -> dict:
+    config = getattr(model, "config", None)
+    stacks: dict[int, int] = {}
+    for site in find_sites(model, targets):
+        stacks[site.stack] = max(stacks.get(site.stack, 0), site.layer + 1)
+    return {
+        "name_or_path": getattr(config, "_name_or_path", None) or getattr(config, "name_or_path", None),
+        "model_type": getattr(config, "model_type", None),
+        "class": type(model).__name__,
+        "config_hash": config_hash(config),
+        "hidden_size": hidden_size(model),
+        "num_layers": [stacks[s] for s in sorted(stacks)],
+    }
+
+
+def config_hash(config) -> str | None:
+    if config is None:
+        return None
+    data = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    arch = {k: data[k] for k in _ARCH_KEYS if k in data}
+    return hashlib.sha256(json.dumps(arch, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def check_compatible(model: nn.Module, manifest: dict, plan: SharingPlan, path: Path) -> None:
+    """Raise IncompatibleAdapterError saying what differs between the adapter's base and `model`."""
+    saved = manifest["base_model"]
+    here = describe_base_model(model, manifest["config"].get("targets"))
+    problems = []
+    for key, label in (("hidden_size", "hidden size"), ("num_layers", "layers per stack")):
+        if saved.get(key) != here.get(key):
+            problems.append(f"{label}: adapter {saved.get(key)} vs model {here.get(key)}")
+    saved_sites = {s["path"]: s for s in manifest["sites"]}
+    model_sites = {s.path: s for s in plan.sites}
+    missing = sorted(set(saved_sites) - set(model_sites))
+    if missing:
+        problems.append(f"sites missing in the model: {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}")
+    widths = [p for p in saved_sites if p in model_sites and saved_sites[p]["hidden"] != model_sites[p].hidden]
+    if widths:
+        problems.append(f"site widths differ at {widths[0]}")
+    if problems:
+        raise IncompatibleAdapterError(
+            f"adapter {path} was trained on {saved.get('class')} ({saved.get('name_or_path')}) and does not fit "
+            f"{type(model).__name__}: " + "; ".join(problems)
+        )
+    if saved.get("config_hash") and saved["config_hash"] != here["config_hash"]:
+        warnings.warn(
+            f"adapter {path} was trained on a base model with a different config "
+            f"({saved.get('name_or_path')}, hash {saved['config_hash']} vs {here['config_hash']}); shapes match, loading anyway",
+            stacklevel=3,
+        )
+
+
+def _fill(model: nn.Module, name: str, tensors: dict[str, torch.Tensor], source: Path) -> None:
+    modules = get_bank(model).adapters[name]
+    expected = modules.state_dict()
+    adapter_tensors = {k: v for k, v in tensors.items() if not k.startswith("layer_norms.")}
+    missing, extra = set(expected) - set(adapter_tensors), set(adapter_tensors) - set(expected)
+    if missing or extra:
+        raise IncompatibleAdapterError(
+            f"{source}: tensors do not match the adapter's modules (missing {sorted(missing)[:3]}, unexpected {sorted(extra)[:3]})"
+        )
+    for key, value in adapter_tensors.items():
+        if value.shape != expected[key].shape:
+            raise IncompatibleAdapterError(f"{source}: {key} has shape {tuple(value.shape)}, the model needs {tuple(expected[key].shape)}")
+    modules.load_state_dict(adapter_tensors)
+    norms = {k[len("layer_norms."):]: v for k, v in tensors.items() if k.startswith("layer_norms.")}
+    if norms:
+        model.load_state_dict(norms, strict=False)
+
+
+def _check_head(model: nn.Module, head: dict[str, torch.Tensor], source: Path) -> None:
+    if not head:
+        return
+    state = model.state_dict()
+    for key, value in head.items():
+        if key.startswith(f"{BANK}."):
+            continue
+        if key not in state:
+            raise IncompatibleAdapterError(f"{source}: head parameter {key} does not exist in {type(model).__name__}")
+        if state[key].shape != value.shape:
+            raise IncompatibleAdapterError(
+                f"{source}: head parameter {key} has shape {tuple(value.shape)}, the model's is {tuple(state[key].shape)} "
+                f"(a different number of labels?)"
+            )
+
+
+def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise AdapterkitError(f"{path}: missing")
+    try:
+        return load_file(str(path))
+    except Exception as e:  # safetensors raises its own error types for corrupt files
+        raise AdapterkitError(f"{path}: unreadable safetensors file ({e})") from None
+
+
+def _atomic(target: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _version() -> str:
+    from adapterkit import __version__
+
+    return __version__
