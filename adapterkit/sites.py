@@ -131,7 +131,7 @@ def _has_attention(block: nn.Module) -> bool:
 
 def _layer_sites(layer: nn.Module, hidden: int | None, targets: dict[str, str]) -> dict[str, str]:
     named = [(n, m) for n, m in layer.named_modules() if n]
-    attn_roots = _topmost([n for n, _ in named if _ATTN.search(n.rsplit(".", 1)[-1])])
+    attn_roots = _topmost([n for n, m in named if _ATTN.search(n.rsplit(".", 1)[-1]) and _has_linear(m)])
     self_roots = [r for r in attn_roots if not _CROSS.search(r)]
     sites: dict[str, str] = {}
     attn = _by_pattern(named, targets.get("attn")) or _attn_output(named, self_roots, hidden)
@@ -170,6 +170,10 @@ def _ffn_output(named, attn_roots: list[str], hidden: int | None) -> str | None:
             return down[-1]
     containers = [n for n, _ in outside if _FFN_CONTAINER.match(n.rsplit(".", 1)[-1])]
     return containers[-1] if containers else None
+
+
+def _has_linear(module: nn.Module) -> bool:
+    return any(_out_features(m) is not None for m in module.modules())
 
 
 def _topmost(names: list[str]) -> list[str]:
