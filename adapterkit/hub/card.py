@@ -1,0 +1,110 @@
+"""The card of a version: what it is, what it was trained on, what it scored, what it holds.
+
+Built by the store from the pushed content itself (`adapterkit_config.json`, `metrics.json`,
+the safetensors headers), never from what a client claims, so a card cannot lie about its
+files. Fields whose source is missing are null.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from adapterkit.hub.files import CONFIG_FILE, METRICS_FILE, FileEntry, count_parameters
+from adapterkit.hub.errors import IntegrityError
+
+CARD_FORMAT = "adapterkit.hub.card"
+CARD_FORMAT_VERSION = 1
+_PARAMETER_FILES = {"adapter": "adapterkit_weights.safetensors", "head": "adapterkit_head.safetensors"}
+
+
+def build_card(repo: str, version: str, entries: list[FileEntry], path_of: Callable[[str], Path]) -> dict:
+    """The card of `version` of `repo`; `path_of(name)` is where the stored file lies."""
+    names = {e.path for e in entries}
+    config = _read_json(path_of(CONFIG_FILE), CONFIG_FILE)
+    if not isinstance(config, dict):
+        raise IntegrityError(f"{CONFIG_FILE} must hold a JSON object")
+    metrics = _read_json(path_of(METRICS_FILE), METRICS_FILE) if METRICS_FILE in names else {}
+    metrics = metrics if isinstance(metrics, dict) else {}
+    adapter_cfg = config.get("config") if isinstance(config.get("config"), dict) else {}
+    params = {k: count_parameters(path_of(f)) for k, f in _PARAMETER_FILES.items() if f in names}
+    return {
+        "format": CARD_FORMAT,
+        "format_version": CARD_FORMAT_VERSION,
+        "repo": repo,
+        "version": version,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "pushed_with": _adapterkit_version(),
+        "adapterkit_version": config.get("adapterkit_version"),
+        "name": config.get("name"),
+        "kind": config.get("kind"),
+        "task": metrics.get("task"),
+        "base_model": _base_model(config.get("base_model")),
+        "sharing": adapter_cfg.get("sharing"),
+        "bottleneck_dim": adapter_cfg.get("bottleneck_dim"),
+        "num_groups": _length(config.get("groups")),
+        "num_sites": _length(config.get("sites")),
+        "metrics": metrics.get("best") if isinstance(metrics.get("best"), dict) else None,
+        "parameters": {**params, "total": sum(params.values())} if params else None,
+        "size": sum(e.size for e in entries),
+        "files": [e.to_dict() for e in sorted(entries, key=lambda e: e.path)],
+    }
+
+
+def _read_json(path: Path, name: str) -> Any:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise IntegrityError(f"{name}: not valid JSON ({e})") from None
+
+
+def _base_model(value: Any) -> dict | None:
+    if not isinstance(value, dict):
+        return None
+    keys = ("name_or_path", "model_type", "config_hash", "hidden_size", "num_layers")
+    return {k: value.get(k) for k in keys}
+
+
+def _length(value: Any) -> int | None:
+    return len(value) if isinstance(value, (list, dict)) else None
+
+
+def _adapterkit_version() -> str:
+    from adapterkit import __version__
+
+    return __version__
+
+
+def card_entries(card: dict) -> list[FileEntry]:
+    """The files a card lists, checked for shape (names, hashes, sizes)."""
+    files = card.get("files") if isinstance(card, dict) else None
+    if not isinstance(files, list):
+        raise IntegrityError("malformed card: no file list")
+    return [FileEntry.from_dict(f) for f in files]
+
+
+def summary_lines(card: dict) -> list[str]:
+    """A human-readable card, one `key: value` per line, for `adapterkit hub show`."""
+    base = card.get("base_model") or {}
+    params = card.get("parameters") or {}
+    metrics = card.get("metrics") or {}
+    lines = [
+        f"repo:          {card.get('repo')}",
+        f"version:       {card.get('version')}",
+        f"created:       {card.get('created')}  (adapterkit {card.get('pushed_with')})",
+        f"adapter:       {card.get('name')} ({card.get('kind')}), task {card.get('task')}",
+        f"base model:    {base.get('name_or_path')} ({base.get('model_type')}, "
+        f"hidden {base.get('hidden_size')}, {base.get('num_layers')} layers, config {base.get('config_hash')})",
+        f"sharing:       {card.get('sharing')}  bottleneck {card.get('bottleneck_dim')}  "
+        f"groups {card.get('num_groups')}  sites {card.get('num_sites')}",
+        f"parameters:    " + (", ".join(f"{k} {v:,}" for k, v in params.items()) or "-"),
+        f"metrics:       " + (", ".join(f"{k} {_fmt(v)}" for k, v in metrics.items()) or "-"),
+        f"files:         {len(card.get('files', []))}, {card.get('size', 0):,} bytes",
+    ]
+    lines += [f"  {f['sha256'][:12]}  {f['size']:>12,}  {f['path']}" for f in card.get("files", [])]
+    return lines
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4f}" if isinstance(v, float) else str(v)

@@ -1,0 +1,52 @@
+"""Hub errors. Each carries the HTTP status the server answers with, and the client maps a
+status back to the same class, so a refusal reads the same from a folder hub and a server."""
+from __future__ import annotations
+
+from adapterkit.errors import AdapterkitError
+
+
+class HubError(AdapterkitError):
+    """A hub refused or could not complete a request."""
+
+    status = 400
+
+
+class InvalidName(HubError):
+    """A repository, tag, version or file name is malformed (traversal, odd characters, too long)."""
+
+    status = 400
+
+
+class Unauthorized(HubError):
+    """A write without a valid bearer token."""
+
+    status = 401
+
+
+class NotFound(HubError):
+    """No such repository, tag, version or blob."""
+
+    status = 404
+
+
+class TooLarge(HubError):
+    """An upload exceeds the hub's size limit."""
+
+    status = 413
+
+
+class UnsupportedFile(HubError):
+    """A file type the hub never stores (pickles, binaries): only safetensors, JSON and text."""
+
+    status = 415
+
+
+class IntegrityError(HubError):
+    """Content does not match its sha256 (or is not the format its name claims)."""
+
+    status = 422
+
+
+ERRORS_BY_NAME = {cls.__name__: cls for cls in (HubError, InvalidName, Unauthorized, NotFound, TooLarge,
+                                                UnsupportedFile, IntegrityError)}
+ERRORS_BY_STATUS = {401: Unauthorized, 404: NotFound, 413: TooLarge, 415: UnsupportedFile, 422: IntegrityError}

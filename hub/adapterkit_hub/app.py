@@ -1,0 +1,144 @@
+"""The hub server: a FastAPI application over one `FolderStore` (protocol in hub/README.md).
+
+Reads are open. Writes need `Authorization: Bearer <token>` matching a line of the token file;
+without a token file the server is read-only. Every store error becomes its class's HTTP status
+with {"error": <class name>, "detail": <message>}, which the client turns back into the class.
+"""
+from __future__ import annotations
+
+import hmac
+from pathlib import Path
+
+from fastapi import Depends, FastAPI, Header, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+from pydantic import BaseModel
+from starlette.requests import ClientDisconnect
+
+from adapterkit.hub.errors import HubError, NotFound, Unauthorized
+from adapterkit.hub.files import FileEntry
+from adapterkit.hub.refs import Ref, check_part, check_repo
+from adapterkit.hub.store import DEFAULT_MAX_FILE_BYTES, FolderStore
+
+
+class CommitBody(BaseModel):
+    upload: str
+    files: list[dict]
+    tags: list[str] = []
+
+
+class TagBody(BaseModel):
+    version: str
+
+
+def read_tokens(token_file: str | Path) -> list[str]:
+    """Tokens from a file, one a line; blank lines and `#` comments are ignored."""
+    lines = Path(token_file).read_text(encoding="utf-8").splitlines()
+    tokens = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
+    if not tokens:
+        raise HubError(f"token file {token_file} holds no token")
+    return tokens
+
+
+def create_app(root: str | Path, tokens: list[str] | None = None,
+               max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> FastAPI:
+    store = FolderStore(root, max_file_bytes=max_file_bytes)
+    store.check_root(create=True)  # refuse a foreign folder at start, not at the first request
+    app = FastAPI(title="adapterkit hub", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.store = store
+
+    @app.exception_handler(HubError)
+    async def hub_error(request: Request, exc: HubError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return JSONResponse({"error": type(exc).__name__, "detail": str(exc)}, exc.status, headers=headers)
+
+    def writer(authorization: str | None = Header(default=None)) -> None:
+        if not tokens:
+            raise Unauthorized("this hub is read-only (the server was started without --token-file)")
+        scheme, _, given = (authorization or "").partition(" ")
+        ok = scheme.lower() == "bearer" and any(hmac.compare_digest(given.encode(), t.encode()) for t in tokens)
+        if not ok:
+            raise Unauthorized("missing or invalid token: writes need `Authorization: Bearer <token>`")
+
+    _read_routes(app, store, max_file_bytes, writable=bool(tokens))
+    _write_routes(app, store, Depends(writer))
+    return app
+
+
+def _repo(ns: str, name: str) -> str:
+    return check_repo(f"{ns}/{name}")
+
+
+def _read_routes(app: FastAPI, store: FolderStore, max_file_bytes: int, writable: bool) -> None:
+    @app.get("/api/v1/info")
+    def info() -> dict:
+        from adapterkit import __version__
+
+        return {"format": "adapterkit.hub", "adapterkit_version": __version__,
+                "max_file_bytes": max_file_bytes, "writable": writable}
+
+    @app.get("/api/v1/repos")
+    def list_repos(pattern: str | None = None) -> list:
+        return store.list_repos(pattern)
+
+    @app.get("/api/v1/repos/{ns}/{name}")
+    def repo_info(ns: str, name: str) -> dict:
+        return store.repo_info(_repo(ns, name))
+
+    @app.get("/api/v1/repos/{ns}/{name}/tags")
+    def tags(ns: str, name: str) -> dict:
+        return store.tags(_repo(ns, name))
+
+    @app.get("/api/v1/repos/{ns}/{name}/tags/{tag}")
+    def resolve_tag(ns: str, name: str, tag: str) -> dict:
+        return {"version": store.resolve(Ref(_repo(ns, name), tag=check_part(tag, "tag")))}
+
+    @app.get("/api/v1/repos/{ns}/{name}/versions/{version}")
+    def card(ns: str, name: str, version: str) -> dict:
+        return store.card(_repo(ns, name), version)
+
+    @app.api_route("/api/v1/blobs/{sha256}", methods=["GET", "HEAD"])
+    def blob(sha256: str) -> FileResponse:
+        path = store.blob_path(sha256)
+        if not path.is_file():
+            raise NotFound(f"no blob {sha256}")
+        return FileResponse(path, media_type="application/octet-stream",
+                            headers={"Cache-Control": "public, max-age=31536000, immutable"})
+
+
+def _write_routes(app: FastAPI, store: FolderStore, auth) -> None:
+    @app.post("/api/v1/uploads", dependencies=[auth])
+    def begin_upload() -> dict:
+        return {"upload": store.begin_upload()}
+
+    @app.put("/api/v1/uploads/{upload}/{sha256}", dependencies=[auth])
+    async def put_blob(upload: str, sha256: str, request: Request) -> Response:
+        length = request.headers.get("content-length")
+        declared = int(length) if length and length.isdigit() else None
+        writer = store.blob_writer(upload, sha256, declared)  # 413 here, before reading the body
+        try:
+            with writer:
+                async for chunk in request.stream():
+                    writer.write(chunk)
+                writer.finish()
+        except ClientDisconnect:  # the client went away mid-upload: the partial file is gone
+            return Response(status_code=400)
+        return JSONResponse({"sha256": sha256, "size": writer.size}, 201)
+
+    @app.delete("/api/v1/uploads/{upload}", dependencies=[auth])
+    def abort_upload(upload: str) -> dict:
+        store.abort_upload(upload)
+        return {"aborted": upload}
+
+    @app.post("/api/v1/repos/{ns}/{name}/versions", dependencies=[auth])
+    def commit(ns: str, name: str, body: CommitBody) -> JSONResponse:
+        entries = [FileEntry.from_dict(f) for f in body.files]
+        return JSONResponse(store.commit(body.upload, _repo(ns, name), entries, body.tags), 201)
+
+    @app.put("/api/v1/repos/{ns}/{name}/tags/{tag}", dependencies=[auth])
+    def set_tag(ns: str, name: str, tag: str, body: TagBody) -> dict:
+        return {"version": store.set_tag(_repo(ns, name), tag, body.version)}
+
+    @app.delete("/api/v1/repos/{ns}/{name}/tags/{tag}", dependencies=[auth])
+    def delete_tag(ns: str, name: str, tag: str) -> dict:
+        store.delete_tag(_repo(ns, name), tag)
+        return {"deleted": tag}
