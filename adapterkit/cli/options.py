@@ -1,0 +1,75 @@
+"""Options shared by several commands, defined once, and their conversion to configs."""
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from adapterkit.errors import AdapterkitError
+
+ModelOpt = Annotated[
+    Optional[str],
+    typer.Option("--model", help="Backbone: local folder, bare config.json, or hub name. Default: all-MiniLM-L6-v2 (bundled)."),
+]
+SharingOpt = Annotated[
+    str, typer.Option("--sharing", help="Layers per shared adapter: N, 'all' (one per stack) or 'none' (one per site).")
+]
+BottleneckOpt = Annotated[
+    Optional[int], typer.Option("--bottleneck", help="Bottleneck width m. Default 64 unless --reduction-factor is given.")
+]
+ReductionOpt = Annotated[
+    Optional[float], typer.Option("--reduction-factor", help="Bottleneck width as hidden size / R (instead of --bottleneck).")
+]
+PlacementOpt = Annotated[
+    str, typer.Option("--placement", help="houlsby: after attention and feed-forward; pfeiffer: after feed-forward only.")
+]
+LayersOpt = Annotated[
+    str, typer.Option("--layers", help="Adapted layers: 'all', a list '0,1,5', or 'topN' for the top N layers.")
+]
+LeaveOutOpt = Annotated[str, typer.Option("--leave-out", help="Layers to leave without adapters, e.g. '0,1'.")]
+LayerNormOpt = Annotated[
+    bool, typer.Option("--train-layer-norms", help="Also train the layer norms of adapted layers (changes the backbone's norms).")
+]
+
+
+def adapter_config(
+    sharing: str = "1",
+    bottleneck: int | None = None,
+    reduction_factor: float | None = None,
+    placement: str = "houlsby",
+    layers: str = "all",
+    leave_out: str = "",
+    train_layer_norms: bool = False,
+):
+    from adapterkit.config import BottleneckConfig
+
+    layer_list, top_n = parse_layers(layers)
+    return BottleneckConfig(
+        bottleneck_dim=bottleneck,
+        reduction_factor=reduction_factor,
+        sharing=sharing,
+        placement=placement,
+        layers=layer_list,
+        top_n=top_n,
+        leave_out=_int_list(leave_out, "--leave-out") if leave_out else [],
+        train_layer_norms=train_layer_norms,
+    )
+
+
+def parse_layers(text: str) -> tuple[list[int] | None, int | None]:
+    text = text.strip().lower()
+    if text in ("", "all"):
+        return None, None
+    if text.startswith("top"):
+        number = text[3:].lstrip(":-")
+        if not number.isdigit() or int(number) < 1:
+            raise AdapterkitError(f"--layers {text!r}: expected topN with N >= 1, e.g. top4")
+        return None, int(number)
+    return _int_list(text, "--layers"), None
+
+
+def _int_list(text: str, flag: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise AdapterkitError(f"{flag} {text!r}: expected 'all', 'topN' or comma-separated layer indices") from None
