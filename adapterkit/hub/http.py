@@ -32,7 +32,7 @@ class HttpStore:
         return f"HttpStore({self.url!r})"
 
     def describe(self) -> str:
-        return self.url
+        return f"hub {self.url}"
 
     def close(self) -> None:
         self._client.close()

@@ -79,8 +79,10 @@ class BlobWriter:
 class FolderStore:
     """A hub in a local folder. All methods are safe under concurrent processes."""
 
-    def __init__(self, root: str | os.PathLike, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES):
+    def __init__(self, root: str | os.PathLike, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+                 label: str | None = None):
         self.root = Path(root).expanduser().absolute()
+        self.label = label  # how messages name this hub (a server hides its folder)
         self.max_file_bytes = int(max_file_bytes)
         if self.max_file_bytes < 1:
             raise ValueError(f"max_file_bytes must be >= 1, got {max_file_bytes}")
@@ -89,7 +91,7 @@ class FolderStore:
         return f"FolderStore({str(self.root)!r})"
 
     def describe(self) -> str:
-        return str(self.root)
+        return self.label or f"hub {self.root}"
 
     # -- layout -------------------------------------------------------------------------
     def blob_path(self, sha256: str) -> Path:
@@ -129,7 +131,7 @@ class FolderStore:
     def tags(self, repo: str) -> dict[str, str]:
         path = self._repo_dir(repo) / "tags.json"
         if not self.check_root(create=False) or not path.is_file():
-            raise NotFound(f"no repository {repo} on hub {self.describe()}")
+            raise NotFound(f"no repository {repo} on {self.describe()}")
         return json.loads(path.read_text())
 
     def resolve(self, ref: Ref) -> str:
@@ -185,7 +187,7 @@ class FolderStore:
     def read_blob(self, sha256: str) -> Iterator[bytes]:
         path = self.blob_path(sha256)
         if not path.is_file():
-            raise NotFound(f"blob {sha256} is missing from hub {self.describe()}")
+            raise NotFound(f"blob {sha256} is missing from {self.describe()}")
         return read_chunks(path)
 
     # -- writes -------------------------------------------------------------------------

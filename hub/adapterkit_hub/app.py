@@ -41,7 +41,7 @@ def read_tokens(token_file: str | Path) -> list[str]:
 
 def create_app(root: str | Path, tokens: list[str] | None = None,
                max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> FastAPI:
-    store = FolderStore(root, max_file_bytes=max_file_bytes)
+    store = FolderStore(root, max_file_bytes=max_file_bytes, label="this hub server")
     store.check_root(create=True)  # refuse a foreign folder at start, not at the first request
     app = FastAPI(title="adapterkit hub", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.store = store
