@@ -126,3 +126,27 @@ def write_glue_fixture(root: Path, tasks: Iterable[str] = ALL_TASKS, n_train: in
     return root
 
 
+
+
+def write_amazon_fixture(root: Path, domains: Iterable[str] = ("books", "dvd", "electronics", "kitchen"),
+                         n_per_polarity: int = 20, seed: int = 0) -> Path:
+    """Tiny Blitzer-format review files (`<domain>.{positive,negative}.review`) under `root`.
+
+    Reviews use the real pseudo-XML layout, including a raw `&` and an `&quot;`
+    entity; positive reviews contain 'great', negative ones 'awful'.
+    """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    for domain in domains:
+        for polarity, word, rating in (("positive", "great", "5.0"), ("negative", "awful", "1.0")):
+            rng = random.Random(f"{seed}/{domain}/{polarity}")
+            blocks = []
+            for i in range(n_per_polarity):
+                body = f"{_sentence(rng)} {word} &quot;{domain}&quot; & {_sentence(rng)}\n\n{_sentence(rng)}"
+                tags = {"unique_id": f"{domain}-{polarity}-{i}", "asin": f"B{i:05d}",
+                        "product_type": f"{domain} & more", "rating": rating,
+                        "title": f"{word} {_sentence(rng, 3)}", "review_text": body}
+                blocks.append("<review>\n" + "".join(f"<{t}>\n{v}\n</{t}>\n" for t, v in tags.items())
+                              + "</review>\n")
+            (root / f"{domain}.{polarity}.review").write_text("".join(blocks), encoding="utf-8")
+    return root

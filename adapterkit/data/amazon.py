@@ -6,18 +6,21 @@ pseudo-XML (every tag on its own line, raw `&` in text), so it is parsed
 line by line, not with an XML parser; HTML entities such as `&quot;` are
 unescaped afterwards.
 
-Split (`amazon_splits`): per domain, per label, the reviews in file order are
-shuffled with `random.Random(f"{seed}/{label}")` (seed 0 by default) and cut into
-700 train / 100 dev / 200 test, giving a stratified 1400 / 200 / 400 split with
-balanced labels. The split depends only on the files and the seed.
+Split (`amazon_splits`): per domain and label, the reviews are grouped by
+identical text (2-4% of reviews per domain are exact duplicates), the groups
+shuffled with `random.Random(f"{seed}/{label}")` (seed 0 by default), and
+groups taken in that order into 700 train / 100 dev / 200 test (see
+`adapterkit.data.splits.stratified_split`): a stratified 1400 / 200 / 400 split
+with balanced labels and no review text in two splits. It depends only on the
+files and the seed.
 """
 from __future__ import annotations
 
 import html
 import os
-import random
 from pathlib import Path
 
+from adapterkit.data.splits import stratified_split
 from adapterkit.errors import AdapterkitError
 
 DOMAINS = ("books", "dvd", "electronics", "kitchen")
@@ -106,56 +109,11 @@ def load_amazon(domain: str, data_dir: str | Path | None = None):
     return datasets.Dataset.from_dict(out)
 
 
-def stratified_split(labels: list[int], sizes: tuple[int, ...], seed: int = 0) -> list[list[int]]:
-    """Row indices for each split, every split holding each label in proportion to `sizes`.
-
-    Per label, indices are shuffled with `random.Random(f"{seed}/{label}")` and cut into
-    pieces of size `sizes[k] * count(label) / len(labels)`.
-    """
-    if sum(sizes) > len(labels):
-        raise AdapterkitError(f"split sizes {sizes} exceed the {len(labels)} rows")
-    by_label: dict[int, list[int]] = {}
-    for i, label in enumerate(labels):
-        by_label.setdefault(label, []).append(i)
-    parts: list[list[int]] = [[] for _ in sizes]
-    for label in sorted(by_label):
-        rows = by_label[label]
-        random.Random(f"{seed}/{label}").shuffle(rows)
-        start = 0
-        for k, size in enumerate(sizes):
-            take = round(size * len(rows) / len(labels))
-            parts[k] += rows[start:start + take]
-            start += take
-    return [sorted(p) for p in parts]
-
-
 def amazon_splits(domain: str, seed: int = 0, sizes: tuple[int, int, int] = SPLIT_SIZES,
                   data_dir: str | Path | None = None):
     """`datasets.DatasetDict` train/dev/test of one domain: stratified, seeded (see module doc)."""
     import datasets
 
     full = load_amazon(domain, data_dir)
-    parts = stratified_split(full["label"], sizes, seed)
+    parts = stratified_split(full["label"], sizes, seed, keys=full["text"])
     return datasets.DatasetDict({name: full.select(rows) for name, rows in zip(("train", "dev", "test"), parts)})
-
-
-def few_shot(dataset, shots: int, seed: int = 0, label_column: str = "label"):
-    """`shots` rows of `dataset`, balanced over labels, chosen with `seed`.
-
-    Each label gets `shots // n_labels` rows (the first `shots % n_labels`
-    labels one more). Per label the rows are shuffled once with the seed, so a
-    smaller shot count with the same seed is a subset of a larger one.
-    """
-    labels = dataset[label_column]
-    by_label: dict[int, list[int]] = {}
-    for i, label in enumerate(labels):
-        by_label.setdefault(label, []).append(i)
-    chosen = []
-    for k, label in enumerate(sorted(by_label)):
-        want = shots // len(by_label) + (1 if k < shots % len(by_label) else 0)
-        rows = by_label[label]
-        if want > len(rows):
-            raise AdapterkitError(f"{shots} shots need {want} rows of label {label}, only {len(rows)} exist")
-        random.Random(f"{seed}/{label}").shuffle(rows)
-        chosen += rows[:want]
-    return dataset.select(sorted(chosen))

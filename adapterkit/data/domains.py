@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from adapterkit.data.amazon import DOMAINS, amazon_splits, stratified_split
+from adapterkit.data.amazon import DOMAINS, amazon_splits
+from adapterkit.data.splits import stratified_split
 from adapterkit.errors import AdapterkitError
 
 SST2 = "sst2"
@@ -37,7 +38,7 @@ def load_domain_splits(name: str, seed: int = 0, data_dir: str | Path | None = N
         raise AdapterkitError(f"unknown domain {name!r}; known: {', '.join(DOMAINS + (SST2,))}")
     dev = sst2_as_domain("dev", data_dir)
     half = len(dev) // 2
-    dev_rows, test_rows = stratified_split(dev["label"], (half, len(dev) - half), seed)
+    dev_rows, test_rows = stratified_split(dev["label"], (half, len(dev) - half), seed, keys=dev["text"])
     return datasets.DatasetDict({
         "train": sst2_as_domain("train", data_dir),
         "dev": dev.select(dev_rows),
