@@ -152,9 +152,11 @@ def test_well_known_local_folder_found_from_cwd(tmp_path, monkeypatch):
     assert resolve_glue_dir("qnli") == (tmp_path / "data" / "glue" / "QNLI").resolve()
 
 
-def _no_local_data(monkeypatch, tmp_path):
+def _no_local_data(monkeypatch, tmp_path, reachable=True):
     monkeypatch.delenv(glue_module.ENV_VAR, raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(glue_module, "candidate_dirs", lambda: [tmp_path / "none"])
+    monkeypatch.setattr(glue_module, "_hub_reachable", lambda: reachable)
 
 
 def test_hub_fallback_renames_columns(tmp_path, monkeypatch):
@@ -185,6 +187,19 @@ def test_hub_failure_offline_is_one_clear_error(tmp_path, monkeypatch):
     with pytest.raises(AdapterkitError, match=r"no local data for task qqp and the hub dataset nyu-mll/glue "
                                               r"could not be loaded \(ConnectionError.*--data-dir"):
         load_glue("qqp", "train")
+
+
+def test_unreachable_hub_fails_fast_unless_offline_cache_requested(tmp_path, monkeypatch):
+    _no_local_data(monkeypatch, tmp_path, reachable=False)
+    calls = []
+    monkeypatch.setattr(glue_module, "_hub_load", lambda config, split: calls.append(config) or 1 / 0)
+    with pytest.raises(AdapterkitError, match=r"task stsb and the Hugging Face hub is unreachable.*HF_HUB_OFFLINE=1"):
+        load_glue("stsb", "train")
+    assert calls == []
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(AdapterkitError, match=r"could not be loaded \(ZeroDivisionError"):
+        load_glue("stsb", "train")
+    assert calls == ["stsb"]
 
 
 def test_unknown_task_and_split():

@@ -7,7 +7,9 @@ Where the data comes from, first match wins:
 2. Well-known local folders holding the task's folder: `./data/glue`,
    `../shared/data/glue`, relative to the working directory and to the
    repository that holds this package.
-3. The Hugging Face hub dataset `nyu-mll/glue` (needs network or a warm cache).
+3. The Hugging Face hub dataset `nyu-mll/glue`: needs network, or
+   `HF_HUB_OFFLINE=1` and a copy in the `datasets` cache. An unreachable hub is
+   reported at once rather than after `datasets`' retries.
 """
 from __future__ import annotations
 
@@ -99,6 +101,12 @@ def glue_features(task: GlueTask):
 def load_from_hub(task: GlueTask, split: str) -> dict[str, list]:
     """Columns of `task`'s split from the hub dataset, renamed to text_a/text_b/label."""
     hub_split = "train" if split == "train" else task.hub_dev_split
+    offline = os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
+    if not offline and not _hub_reachable():
+        raise AdapterkitError(
+            f"no local data for task {task.name} and the Hugging Face hub is unreachable; {_HOW_TO_POINT} "
+            f"(or set HF_HUB_OFFLINE=1 to use a copy of {HUB_DATASET} in the datasets cache)"
+        )
     try:
         raw = _hub_load(task.name, hub_split)
     except Exception as e:  # datasets raises many types when offline
@@ -111,6 +119,20 @@ def load_from_hub(task: GlueTask, split: str) -> dict[str, list]:
     columns = {name: list(raw[col]) for name, col in zip(names, task.hub_text_columns)}
     columns["label"] = list(raw["label"])
     return columns
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the hub host accepts a TCP connection (fails fast where `datasets` would retry for long)."""
+    import socket
+    from urllib.parse import urlparse
+
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
 
 
 def _hub_load(config: str, split: str):
