@@ -1,0 +1,47 @@
+"""Distributed adapter training on torch.distributed: launch, strategies, and gradient
+communication that is hierarchical (inside a node first, then across nodes), fused into
+buckets in the order gradients become ready, and optionally compressed (fp16, bf16, top-k
+with error feedback), as in the EasyTransfer paper's Whale engine (section 3.2).
+
+    from adapterkit import dist as akd
+    if akd.maybe_launch(argv, nproc=4, nnodes=2):   # re-runs the command under torchrun
+        return
+    akd.init_distributed()
+    run = akd.wrap_for_strategy(model, "ddp", compression="fp16", bucket_mb=4)
+
+Names load lazily: `import adapterkit.dist` does not import torch.
+"""
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "maybe_launch": "adapterkit.dist.launch",
+    "under_torchrun": "adapterkit.dist.launch",
+    "init_distributed": "adapterkit.dist.launch",
+    "is_main_process": "adapterkit.dist.launch",
+    "Topology": "adapterkit.dist.topology",
+    "build_topology": "adapterkit.dist.topology",
+    "Compression": "adapterkit.dist.compression",
+    "all_reduce_mean": "adapterkit.dist.collectives",
+    "CommStats": "adapterkit.dist.stats",
+    "write_comm_stats": "adapterkit.dist.stats",
+    "hierarchical_hook": "adapterkit.dist.hook",
+    "register_hook": "adapterkit.dist.hook",
+    "run_local": "adapterkit.dist.local",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'adapterkit.dist' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return __all__

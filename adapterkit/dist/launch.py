@@ -1,0 +1,118 @@
+"""Start workers through torchrun's own launcher, or join the job torchrun already started.
+
+The CLI calls `maybe_launch(argv, nproc, nnodes)` first thing: outside torchrun with nproc > 1
+it runs the same command line in `nproc` workers through `torch.distributed.launcher`
+(what `torchrun --standalone` does, in this process) and returns True once they all
+succeeded; the caller then exits. Inside a worker (torchrun's RANK/WORLD_SIZE/LOCAL_WORLD_SIZE
+are set), or with nproc == 1, it returns False and the caller trains. On real nodes users run
+`torchrun --nnodes M --nproc-per-node L ... -m adapterkit.dist.entry train ...` themselves and
+every process takes the second path.
+
+A worker that dies makes torchrun's agent stop the others at once; the failure comes back as
+one AdapterkitError naming the rank and its exit code or signal. Collectives that wait on a
+peer another agent could not stop (real multi-node) give up after the process-group timeout
+(`timeout_s`, $ADAPTERKIT_DIST_TIMEOUT, default 600 s).
+"""
+from __future__ import annotations
+
+import datetime
+import os
+import sys
+import uuid
+
+from adapterkit.errors import AdapterkitError
+
+TIMEOUT_ENV = "ADAPTERKIT_DIST_TIMEOUT"
+DEFAULT_TIMEOUT_S = 600.0
+CLI_ENTRY = ("-m", "adapterkit.dist.entry")
+
+
+def under_torchrun() -> bool:
+    return all(k in os.environ for k in ("RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE"))
+
+
+def maybe_launch(
+    argv: list[str],
+    nproc: int,
+    nnodes: int = 1,
+    timeout_s: float | None = None,
+    entry: tuple[str, ...] = CLI_ENTRY,
+) -> bool:
+    """Launch `python <entry> <argv>` on `nproc` local workers simulating `nnodes` nodes.
+
+    Returns False when the caller should do the work itself (already a worker, or nproc == 1),
+    True when workers ran it to success. Raises AdapterkitError when a worker failed."""
+    if nproc < 1 or nnodes < 1 or nproc % nnodes:
+        raise AdapterkitError(f"--nproc {nproc} must be a positive multiple of --nnodes {nnodes}")
+    if under_torchrun() or nproc == 1:
+        return False
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    config = LaunchConfig(
+        min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=str(uuid.uuid4()),
+        rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.1,
+    )
+    env = {"ADAPTERKIT_DIST_NNODES": str(nnodes), TIMEOUT_ENV: str(timeout_s or dist_timeout_s())}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        elastic_launch(config, entrypoint=sys.executable)("-u", *entry, *argv)
+    except ChildFailedError as e:
+        raise AdapterkitError(describe_failure(e)) from None
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    return True
+
+
+def describe_failure(error) -> str:
+    """One line from torchrun's ChildFailedError: which rank failed first, and how."""
+    rank, failure = min(error.failures.items(), key=lambda kv: _collateral(kv[1]))
+    how = f"was killed by {failure.signal_name()}" if failure.exitcode < 0 else f"exited with code {failure.exitcode}"
+    detail = _message(failure)
+    others = len(error.failures) - 1
+    tail = f"; {others} other worker(s) failed after it" if others else "; the other workers were stopped"
+    return f"distributed run failed: worker rank {rank} {how}{': ' + detail if detail else ''}{tail}"
+
+
+_PEER_ERRORS = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "Timed out")
+
+
+def _collateral(failure) -> tuple:
+    """Sort key, the cause first: the agent stops the survivors with SIGTERM and survivors
+    blocked in a collective fail with a peer error, so those come last; then by time."""
+    stopped = failure.exitcode < 0 and failure.signal_name() == "SIGTERM"
+    peer = any(p in _message(failure) for p in _PEER_ERRORS)
+    return (stopped, peer, failure.timestamp)
+
+
+def _message(failure) -> str:
+    message = failure.message if isinstance(failure.message, str) else failure.message.get("message", "")
+    lines = (message or "").strip().splitlines()
+    if not lines or "Signal" in lines[-1] or "<N/A>" in lines[-1] or "To enable traceback" in lines[-1]:
+        return ""
+    return lines[-1]
+
+
+def dist_timeout_s() -> float:
+    return float(os.environ.get(TIMEOUT_ENV, DEFAULT_TIMEOUT_S))
+
+
+def init_distributed(backend: str | None = None, timeout_s: float | None = None) -> None:
+    """Join the process group torchrun prepared (env://), once. gloo on CPU, nccl on GPUs."""
+    import torch
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        return
+    backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
+    timeout = datetime.timedelta(seconds=timeout_s or dist_timeout_s())
+    dist.init_process_group(backend, timeout=timeout)
+
+
+def is_main_process() -> bool:
+    """Rank 0 writes outputs and logs."""
+    import torch.distributed as dist
+
+    return not dist.is_initialized() or dist.get_rank() == 0
