@@ -42,6 +42,20 @@ def test_encode_regression_labels_are_float(tokenizer, glue_root):
     assert max(len(ids) for ids in enc["input_ids"]) <= 16
 
 
+def test_encode_domain_dataset_keeps_domain(tokenizer, tmp_path):
+    from adapterkit.data import load_amazon
+    from tests.glue_fixtures import write_amazon_fixture
+
+    data = load_amazon("books", write_amazon_fixture(tmp_path, domains=["books"], n_per_polarity=3))
+    enc = encode(data, tokenizer, "sst2", max_seq_len=24, keep_columns=["domain"])
+    assert set(enc.column_names) == {"input_ids", "token_type_ids", "attention_mask", "labels", "domain"}
+    assert enc["domain"] == ["books"] * 6 and enc["labels"] == [0, 0, 0, 1, 1, 1]
+    assert enc[0]["input_ids"] == tokenizer(data[0]["text"], truncation=True, max_length=24)["input_ids"]
+    assert "domain" not in PadCollator()([enc[0], enc[1]])
+    with pytest.raises(ValueError, match=r"keep_columns \['genre'\]"):
+        encode(data, tokenizer, "sst2", keep_columns=["genre"])
+
+
 def test_collator_pads_to_longest_in_batch(tokenizer, glue_root):
     import torch
 

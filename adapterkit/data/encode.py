@@ -15,31 +15,42 @@ from adapterkit.data.tasks import GlueTask, get_task
 MODEL_COLUMNS = ("input_ids", "attention_mask", "token_type_ids")
 
 
-def encode(dataset, tokenizer, task: str | GlueTask | None, max_seq_len: int = 128):
+def encode(dataset, tokenizer, task: str | GlueTask | None, max_seq_len: int = 128,
+           keep_columns: Sequence[str] = ()):
     """Tokenize text_a[/text_b] into input_ids, attention_mask[, token_type_ids], labels.
 
     Args:
-        dataset: a `datasets.Dataset` from `load_glue`, `read_predict_file`, ...
+        dataset: a `datasets.Dataset` from `load_glue`, `read_predict_file`, or a
+            domain dataset (`load_amazon`, ...) whose single text column is `text`.
         tokenizer: a Hugging Face tokenizer (fast ones are much quicker here).
         task: decides the label dtype (float for regression); None for unlabelled data.
         max_seq_len: longest sequence kept, special tokens included.
-    Returns a `datasets.Dataset` holding only model inputs and `labels` (if labelled).
+        keep_columns: other columns to carry through unchanged (e.g. `domain`).
+    Returns a `datasets.Dataset` holding model inputs, `labels` (if labelled) and `keep_columns`.
     """
     if max_seq_len < 2:
         raise ValueError(f"max_seq_len must be >= 2, got {max_seq_len}")
     task = get_task(task) if isinstance(task, str) else task
-    has_pair = "text_b" in dataset.column_names
+    names = dataset.column_names
+    first = "text_a" if "text_a" in names else "text"
+    if first not in names:
+        raise ValueError(f"dataset has no text_a or text column; columns are {names}")
+    missing = [c for c in keep_columns if c not in names]
+    if missing:
+        raise ValueError(f"keep_columns {missing} are not in the dataset's columns {names}")
+    has_pair = "text_b" in names
 
     def tokenize(batch: dict) -> dict:
         pair = batch["text_b"] if has_pair else None
-        out = tokenizer(batch["text_a"], pair, truncation=True, max_length=max_seq_len)
+        out = tokenizer(batch[first], pair, truncation=True, max_length=max_seq_len)
         encoded = {k: out[k] for k in MODEL_COLUMNS if k in out}
         if "label" in batch:
             labels = batch["label"]
             encoded["labels"] = [float(x) for x in labels] if task and task.is_regression else labels
         return encoded
 
-    return dataset.map(tokenize, batched=True, remove_columns=dataset.column_names,
+    dropped = [c for c in names if c not in keep_columns]
+    return dataset.map(tokenize, batched=True, remove_columns=dropped,
                        desc="tokenizing", load_from_cache_file=False)
 
 
