@@ -99,6 +99,20 @@ def test_malformed_row_names_file_and_line(tmp_path, bad_row, message):
     assert message in str(err.value)
 
 
+def test_qqp_skips_rows_broken_by_newlines_with_a_warning(tmp_path):
+    header = ["id", "qid1", "qid2", "question1", "question2", "is_duplicate"]
+    ok = ["1", "2", "3", "How are you?", "How do you do?", "1"]
+    # a newline inside question2 splits one row into two physical lines
+    broken = [["4", "5", "6", "Why?", "Was Muhammad"], ["a real figure?", "0"]]
+    path = write_tsv(tmp_path / "QQP" / "train.tsv", header, [ok, *broken, ok])
+    with pytest.warns(UserWarning, match=rf"{path}: skipped 2 row\(s\) without 6 columns .* lines 3, 4"):
+        data = load_glue("qqp", "train", data_dir=tmp_path)
+    assert data["label"] == [1, 1]
+    write_tsv(path, header, [ok, ok[:5] + ["2"]])
+    with pytest.raises(AdapterkitError, match=rf"{path}:3: unknown label '2'"):
+        load_glue("qqp", "train", data_dir=tmp_path)
+
+
 def test_unparseable_score_names_file_and_line(tmp_path):
     header = ["index", "genre", "filename", "year", "old_index", "source1", "source2",
               "sentence1", "sentence2", "score"]

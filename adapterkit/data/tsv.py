@@ -5,11 +5,14 @@ The GLUE files are tab-separated and never quoted: a field may begin with `"`
 `csv.QUOTE_NONE` does). MRPC begins with a UTF-8 byte-order mark, CoLA has no
 header, the last line may lack its newline. A row with the wrong number of
 columns, an unknown label or an unparseable score raises `AdapterkitError`
-naming the file and the 1-based line number.
+naming the file and the 1-based line number. Tasks marked `skip_malformed`
+(QQP, whose GLUE file has a few rows split by stray newlines) skip rows with
+the wrong column count instead, with one warning naming their lines.
 """
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -74,13 +77,21 @@ def read_glue_tsv(path: str | Path, task: GlueTask, limit: int | None = None) ->
     positions = _column_positions(task, header, path)
     text_names = ["text_a", "text_b"][: len(task.text_columns)]
     out: dict[str, list] = {name: [] for name in text_names + ["label"]}
+    skipped: list[int] = []
     for number, fields in lines:
         if limit is not None and len(out["label"]) >= limit:
             break
         where = f"{path}:{number}"
         if len(fields) != len(header):
+            if task.skip_malformed:
+                skipped.append(number)
+                continue
             raise AdapterkitError(f"{where}: expected {len(header)} tab-separated columns, found {len(fields)}")
         for name, pos in zip(text_names, positions):
             out[name].append(fields[pos])
         out["label"].append(parse_label(task, fields[positions[-1]], where))
+    if skipped:
+        shown = ", ".join(map(str, skipped[:10])) + (", ..." if len(skipped) > 10 else "")
+        warnings.warn(f"{path}: skipped {len(skipped)} row(s) without {len(header)} columns "
+                      f"(a known defect of GLUE's {task.folder} file), lines {shown}", stacklevel=2)
     return out
