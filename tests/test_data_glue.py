@@ -230,3 +230,13 @@ def test_task_table_validation_and_registry():
         register_task(get_task("cola"))
     with pytest.raises(ValueError, match="1 or 2 names"):
         GlueTask("x", "X", ("a", "b", "c"), "label", ("0", "1"), ("accuracy",), hub_text_columns=("a",))
+
+
+def test_importing_data_and_metrics_is_lean():
+    import subprocess
+    import sys
+
+    code = ("import sys, adapterkit.data, adapterkit.metrics; "
+            "print(sorted(m for m in ('datasets', 'torch', 'transformers', 'sklearn', 'scipy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
