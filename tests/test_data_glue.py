@@ -122,9 +122,15 @@ def test_unparseable_score_names_file_and_line(tmp_path):
         load_glue("stsb", "train", data_dir=tmp_path)
 
 
-def test_header_without_needed_column(tmp_path):
-    write_tsv(tmp_path / "SST-2" / "train.tsv", ["text", "label"], [["x", "1"]])
+def test_header_without_needed_column_and_empty_files(tmp_path):
+    path = write_tsv(tmp_path / "SST-2" / "train.tsv", ["text", "label"], [["x", "1"]])
     with pytest.raises(AdapterkitError, match=r"train.tsv:1: header lacks column\(s\) \['sentence'\]"):
+        load_glue("sst2", "train", data_dir=tmp_path)
+    write_tsv(path, ["sentence", "label"], [])
+    with pytest.raises(AdapterkitError, match=rf"{path}: no data rows"):
+        load_glue("sst2", "train", data_dir=tmp_path)
+    path.write_text("")
+    with pytest.raises(AdapterkitError, match=rf"{path}: file is empty"):
         load_glue("sst2", "train", data_dir=tmp_path)
 
 

@@ -90,6 +90,8 @@ def read_glue_tsv(path: str | Path, task: GlueTask, limit: int | None = None) ->
         for name, pos in zip(text_names, positions):
             out[name].append(fields[pos])
         out["label"].append(parse_label(task, fields[positions[-1]], where))
+    if not out["label"] and limit != 0:
+        raise AdapterkitError(f"{path}: no data rows")
     if skipped:
         shown = ", ".join(map(str, skipped[:10])) + (", ..." if len(skipped) > 10 else "")
         warnings.warn(f"{path}: skipped {len(skipped)} row(s) without {len(header)} columns "
