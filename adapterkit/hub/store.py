@@ -46,14 +46,16 @@ class BlobWriter:
 
     def __init__(self, part: Path, final: Path, sha256: str, max_bytes: int):
         self.part, self.final, self.sha256, self.max_bytes = part, final, sha256, max_bytes
-        self.size, self._hash, self._f = 0, hashlib.sha256(), open(part, "xb")
+        self.size, self._hash, self._f = 0, hashlib.sha256(), open(part, "xb", buffering=0)
 
     def write(self, chunk: bytes) -> None:
         self.size += len(chunk)
         if self.size > self.max_bytes:
             raise TooLarge(f"upload exceeds this hub's limit of {self.max_bytes:,} bytes per file")
         self._hash.update(chunk)
-        self._f.write(chunk)
+        view = memoryview(chunk)
+        while view:  # unbuffered: what arrived is on disk, and a raw write may be partial
+            view = view[self._f.write(view):]
 
     def finish(self) -> None:
         self._f.flush()
