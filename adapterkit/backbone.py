@@ -48,7 +48,9 @@ def load_model(name: str | None, num_labels: int = 2, problem_type: str | None =
     path = resolve_model(name)
     if Path(path).suffix == ".json":
         return AutoModelForSequenceClassification.from_config(config, **kwargs)
-    return _from_pretrained(AutoModelForSequenceClassification, Path(path), config=config, **kwargs)
+    # a checkpoint's own head of another size is replaced by a fresh one for this task
+    return _from_pretrained(AutoModelForSequenceClassification, Path(path), config=config,
+                            ignore_mismatched_sizes=True, **kwargs)
 
 
 def load_tokenizer(name: str | None):

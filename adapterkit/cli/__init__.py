@@ -7,6 +7,7 @@ User errors (`AdapterkitError`, bad files) print one line and exit 1.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 import typer
@@ -43,6 +44,10 @@ def _register_all() -> None:
 
 def main() -> None:
     from adapterkit.errors import AdapterkitError
+
+    # Library chatter (load reports, per-map progress bars) drowns the command's own output.
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 
     _register_all()
     try:

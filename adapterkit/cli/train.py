@@ -1,0 +1,158 @@
+"""`adapterkit train`, `adapterkit eval`, `adapterkit predict`: thin wrappers over
+adapterkit.training and adapterkit.evaluation."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from adapterkit.cli import options as opt
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train)
+    app.command("eval")(eval_)
+    app.command("predict")(predict)
+
+
+def train(
+    task: Annotated[str, typer.Option("--task", help="GLUE task: cola, sst2, mrpc, rte, stsb, qqp, qnli, mnli.")] = "cola",
+    model: opt.ModelOpt = None,
+    sharing: opt.SharingOpt = "1",
+    bottleneck: opt.BottleneckOpt = None,
+    reduction_factor: opt.ReductionOpt = None,
+    placement: opt.PlacementOpt = "houlsby",
+    layers: opt.LayersOpt = "all",
+    leave_out: opt.LeaveOutOpt = "",
+    train_layer_norms: opt.LayerNormOpt = False,
+    epochs: Annotated[int, typer.Option("--epochs", help="Passes over the training set.")] = 10,
+    max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Stop after this many optimizer steps (overrides --epochs).")] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate (linear warm-up 10%, linear decay). Default 1e-3 for adapters, 5e-5 with --full-finetune.")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Training batch size.")] = 32,
+    max_seq_len: Annotated[int, typer.Option("--max-seq-len", help="Longest input in tokens; batches are padded to their own longest row.")] = 128,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed (init, data order).")] = 42,
+    data_dir: Annotated[Optional[str], typer.Option("--data-dir", help="Folder with GLUE-layout task folders (CoLA/train.tsv ...). Default: $ADAPTERKIT_DATA_DIR, known local folders, then the hub.")] = None,
+    output: Annotated[Optional[str], typer.Option("--output", help="Output folder. Default: runs/<task>-<sharing|full>-s<seed>.")] = None,
+    full_finetune: Annotated[bool, typer.Option("--full-finetune", help="Train the whole backbone instead of an adapter (baseline).")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --output from its last checkpoint.")] = False,
+    init_adapter: Annotated[Optional[str], typer.Option("--init-adapter", help="Start from a saved adapter: a folder or hub:REPO[:TAG].")] = None,
+    attention: Annotated[Optional[str], typer.Option("--attention", help="Attention implementation: sdpa, eager, or rsa (random sparse attention).")] = None,
+    rsa_density: Annotated[float, typer.Option("--rsa-density", help="With --attention rsa: fraction of key blocks each query block attends to.")] = 0.25,
+    rsa_block_size: Annotated[int, typer.Option("--rsa-block-size", help="With --attention rsa: block size in tokens.")] = 64,
+    push: Annotated[Optional[str], typer.Option("--push", help="Publish the trained adapter to the hub as REPO[:TAG].")] = None,
+    hub: Annotated[Optional[str], typer.Option("--hub", help="Hub for --push: a folder or http://host:port. Default: $ADAPTERKIT_HUB or the user cache.")] = None,
+    token: Annotated[Optional[str], typer.Option("--token", envvar="ADAPTERKIT_HUB_TOKEN", help="Bearer token for a hub server.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+) -> None:
+    """Train an adapter on a GLUE task, evaluate on dev after every epoch, keep the best."""
+    from adapterkit.training import TrainConfig, train as run_training
+
+    adapter = opt.adapter_config(sharing, bottleneck, reduction_factor, placement, layers, leave_out, train_layer_norms)
+    cfg = TrainConfig(task=task, model=model, adapter=adapter, full_finetune=full_finetune, epochs=epochs,
+                      max_steps=max_steps, lr=lr, batch_size=batch_size, max_seq_len=max_seq_len, seed=seed,
+                      data_dir=data_dir, output=output, resume=resume, init_adapter=init_adapter,
+                      attention=_attention(attention, rsa_density, rsa_block_size, seed))
+    metrics = run_training(cfg, progress=not quiet)
+    _print_summary(metrics, cfg.output)
+    if push:
+        from adapterkit.hub import push_adapter
+
+        version = push_adapter(cfg.output, push, hub=hub, token=token)
+        typer.echo(f"pushed {push} version {version}")
+
+
+def eval_(
+    adapter: Annotated[Path, typer.Option("--adapter", help="Output folder of `adapterkit train`, or an adapter folder.")],
+    task: Annotated[Optional[str], typer.Option("--task", help="GLUE task (default: the one the run trained on).")] = None,
+    split: Annotated[str, typer.Option("--split", help="Split to score: dev or train.")] = "dev",
+    data_dir: Annotated[Optional[str], typer.Option("--data-dir", help="Folder with GLUE-layout task folders.")] = None,
+    max_seq_len: Annotated[Optional[int], typer.Option("--max-seq-len", help="Default: the run's.")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Evaluation batch size.")] = 128,
+) -> None:
+    """Score a saved adapter on a GLUE split and print the task's metrics."""
+    from adapterkit.data import encode, load_glue
+    from adapterkit.evaluation import evaluate, load_run
+
+    model, tokenizer, task_, run = load_run(adapter, task)
+    rows = encode(load_glue(task_, split, data_dir or run.get("data_dir")), tokenizer, task_,
+                  max_seq_len or run.get("max_seq_len", 128))
+    metrics = evaluate(model, rows, task_, batch_size, tokenizer.pad_token_id or 0)
+    for key, value in metrics.items():
+        typer.echo(f"{key}: {value:.4f}")
+
+
+def predict(
+    adapter: Annotated[Path, typer.Option("--adapter", help="Output folder of `adapterkit train`, or an adapter folder.")],
+    input: Annotated[Path, typer.Option("--input", help="TSV (with header) or JSONL file of inputs (sentence / sentence1+sentence2).")],
+    output: Annotated[Path, typer.Option("--output", help="Where to write predictions (.jsonl or .tsv).")],
+    task: Annotated[Optional[str], typer.Option("--task", help="Default: the task the run trained on.")] = None,
+    max_seq_len: Annotated[Optional[int], typer.Option("--max-seq-len", help="Default: the run's.")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Batch size.")] = 128,
+) -> None:
+    """Predict labels (or scores) for a file of inputs with a saved adapter."""
+    from adapterkit.data import encode, read_predict_file
+    from adapterkit.errors import AdapterkitError
+    from adapterkit.evaluation import load_run, predict_logits
+
+    if output.suffix not in (".jsonl", ".tsv"):
+        raise AdapterkitError(f"--output {output}: use a .jsonl or .tsv file name")
+    model, tokenizer, task_, run = load_run(adapter, task)
+    data = read_predict_file(input, task_)
+    rows = encode(data.select_columns([c for c in ("text_a", "text_b") if c in data.column_names]), tokenizer, None,
+                  max_seq_len or run.get("max_seq_len", 128))
+    logits = predict_logits(model, rows, batch_size, tokenizer.pad_token_id or 0)
+    records = []
+    for logit in logits:
+        if task_.is_regression:
+            records.append({"score": float(logit[0])})
+        else:
+            k = int(logit.argmax())
+            records.append({"label": task_.labels[k], "label_id": k, "probability": float(logit.softmax(-1)[k])})
+    _write_predictions(output, records)
+    typer.echo(f"wrote {len(records)} predictions to {output}")
+
+
+def _attention(name: str | None, density: float, block_size: int, seed: int) -> str | None:
+    if name in (None, "sdpa", "eager"):
+        return name
+    if name == "rsa":
+        from adapterkit.ops.hf import configure_rsa
+
+        return configure_rsa(density=density, block_size=block_size, seed=seed)
+    from adapterkit.errors import AdapterkitError
+
+    raise AdapterkitError(f"--attention must be sdpa, eager or rsa; got {name!r}")
+
+
+def _write_predictions(path: Path, records: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as f:
+        if path.suffix == ".jsonl":
+            f.writelines(json.dumps(r) + "\n" for r in records)
+        else:
+            keys = list(records[0]) if records else []
+            f.write("\t".join(keys) + "\n")
+            f.writelines("\t".join(str(r[k]) for k in keys) + "\n" for r in records)
+    tmp.replace(path)
+
+
+def _print_summary(metrics: dict, output: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{metrics['task']}: dev metrics per epoch (best: epoch {metrics['best_epoch']})")
+    keys = [k for k in metrics["best"]]
+    for column in ("epoch", "train loss", *keys):
+        table.add_column(column, justify="right")
+    for h in metrics["epochs"]:
+        mark = " *" if h["epoch"] == metrics["best_epoch"] else ""
+        table.add_row(f"{h['epoch']}{mark}", f"{h['train_loss']:.4f}", *(f"{h['dev'][k]:.4f}" for k in keys))
+    console = Console()
+    console.print(table)
+    rate = metrics["examples_per_second"]
+    console.print(f"trainable parameters: {metrics['trainable_parameters']:,}   train time: {metrics['train_seconds']:.0f} s"
+                  f"   {rate:.1f} examples/s" if rate else "")
+    console.print(f"best dev {metrics['metric']}: {metrics['best'][metrics['metric']]:.4f}   saved to {output}")

@@ -1,0 +1,79 @@
+"""Batching, evaluation and prediction for sequence-classification models (adapters or not)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from adapterkit import backbone
+from adapterkit.errors import AdapterkitError
+
+
+def make_batches(rows, batch_size: int, pad_id: int, regression: bool, seed: int | None = None):
+    """Padded batches of encoded rows; with a seed, shuffled in length-grouped order, else sorted
+    by length (evaluation: least padding)."""
+    from adapterkit.data import PadCollator, length_grouped_order
+
+    lengths = [len(ids) for ids in rows["input_ids"]]
+    if seed is None:
+        order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    else:
+        order = length_grouped_order(lengths, batch_size, seed=seed)
+    collate = PadCollator(pad_id, regression=regression)
+    columns = {k: rows[k] for k in rows.column_names}
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        yield collate([{k: v[i] for k, v in columns.items()} for i in idx]) | {"_index": idx}
+
+
+@torch.inference_mode()
+def predict_logits(model, rows, batch_size: int, pad_id: int, regression: bool = False) -> torch.Tensor:
+    """Logits (N, C) in the rows' original order."""
+    model.eval()
+    out = [None] * len(rows)
+    for batch in make_batches(rows, batch_size, pad_id, regression):
+        index = batch.pop("_index")
+        batch.pop("labels", None)
+        logits = model(**batch).logits.float()
+        for i, row in zip(index, logits):
+            out[i] = row
+    return torch.stack(out)
+
+
+def evaluate(model, rows, task, batch_size: int = 128, pad_id: int = 0) -> dict[str, float]:
+    from adapterkit.metrics import compute_metrics
+
+    logits = predict_logits(model, rows, batch_size, pad_id, task.is_regression)
+    return compute_metrics(task, logits.numpy(), rows["labels"])
+
+
+def load_run(folder: str | Path, task_name: str | None = None):
+    """(model, tokenizer, task, run_config) from an `adapterkit train` output folder or a bare
+    adapter folder (then the backbone named in its adapterkit_config.json is used)."""
+    from adapterkit.data import get_task
+    from adapterkit.io import load_adapter, read_manifest
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise AdapterkitError(f"{folder}: no such folder")
+    run = json.loads((folder / "run_config.json").read_text()) if (folder / "run_config.json").exists() else {}
+    name = task_name or run.get("task")
+    if name is None:
+        raise AdapterkitError(f"{folder} has no run_config.json: pass --task")
+    task = get_task(name)
+    full = run.get("full_finetune", False)
+    if full:
+        model_source = folder / "model"
+    else:
+        model_source = run.get("model") or read_manifest(folder)["base_model"]["name_or_path"]
+    tokenizer_dir = folder / "tokenizer"
+    tokenizer = backbone.load_tokenizer(str(tokenizer_dir) if tokenizer_dir.is_dir() else model_source)
+    problem = "regression" if task.is_regression else "single_label_classification"
+    kwargs = {"attn_implementation": run["attention"]} if run.get("attention") else {}
+    model = backbone.load_model(str(model_source) if full else model_source, num_labels=task.num_labels,
+                                problem_type=problem, **kwargs)
+    if not full:
+        load_adapter(model, folder, name=task.name)
+    model.eval()
+    return model, tokenizer, task, run

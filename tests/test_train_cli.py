@@ -1,0 +1,107 @@
+"""`adapterkit train / eval / predict` end to end on a tiny model and tiny GLUE-layout data."""
+import json
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from adapterkit.cli import _register_all, app
+from tests.glue_fixtures import ALL_TASKS
+
+_register_all()
+runner = CliRunner()
+
+
+def _run(*args):
+    result = runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def _train(tiny_bert_dir, glue_dir, out, task="cola", *extra):
+    return _run("train", "--task", task, "--model", tiny_bert_dir, "--data-dir", glue_dir, "--output", out,
+                "--max-steps", 20, "--batch-size", 8, "--max-seq-len", 32, "--bottleneck", 8, "--lr", 5e-3,
+                "--quiet", *extra)
+
+
+@pytest.mark.parametrize("task", ALL_TASKS)
+def test_every_glue_task_trains_and_eval_reproduces(tiny_bert_dir, glue_dir, tmp_path, task):
+    out = tmp_path / task
+    _train(tiny_bert_dir, glue_dir, out, task, "--sharing", "2")
+    metrics = json.loads((out / "metrics.json").read_text())
+    expected_keys = {"cola": {"matthews_correlation"}, "mrpc": {"accuracy", "f1"}, "qqp": {"accuracy", "f1"},
+                     "stsb": {"pearson", "spearmanr"}}.get(task, {"accuracy"})
+    assert expected_keys <= set(metrics["best"])
+    assert metrics["epochs"][-1]["step"] == 20
+    assert metrics["adapter_parameters"] == 1 * (2 * 8 * 32 + 32 + 8)  # 2 layers, sharing 2: one module
+    for name in ("adapterkit_config.json", "adapterkit_weights.safetensors", "adapterkit_head.safetensors",
+                 "run_config.json", "train.log", "tokenizer", "checkpoint"):
+        assert (out / name).exists(), name
+    printed = _run("eval", "--adapter", out, "--data-dir", glue_dir)
+    for key in expected_keys:
+        assert f"{key}: {metrics['best'][key]:.4f}" in printed
+
+
+def test_full_finetune_baseline_and_eval(tiny_bert_dir, glue_dir, tmp_path):
+    out = tmp_path / "full"
+    _train(tiny_bert_dir, glue_dir, out, "sst2", "--full-finetune")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["adapter_parameters"] is None
+    assert metrics["trainable_parameters"] > 900_000  # the whole backbone (embeddings included)
+    assert (out / "model" / "model.safetensors").exists()
+    printed = _run("eval", "--adapter", out, "--data-dir", glue_dir)
+    assert f"accuracy: {metrics['best']['accuracy']:.4f}" in printed
+
+
+def test_predict_writes_one_prediction_per_input(tiny_bert_dir, glue_dir, tmp_path):
+    out = tmp_path / "run"
+    _train(tiny_bert_dir, glue_dir, out, "rte")
+    inputs = tmp_path / "in.jsonl"
+    inputs.write_text("\n".join(json.dumps({"sentence1": f"a cat sat {i}", "sentence2": "a cat"}) for i in range(5)) + "\n")
+    _run("predict", "--adapter", out, "--input", inputs, "--output", tmp_path / "pred.jsonl")
+    lines = [json.loads(line) for line in (tmp_path / "pred.jsonl").read_text().splitlines()]
+    assert len(lines) == 5 and all(r["label"] in ("entailment", "not_entailment") for r in lines)
+
+
+def test_resume_continues_from_the_checkpoint(tiny_bert_dir, glue_dir, tmp_path):
+    out = tmp_path / "resume"
+    common = ["--task", "cola", "--model", tiny_bert_dir, "--data-dir", glue_dir, "--output", out, "--batch-size", 8,
+              "--max-seq-len", 32, "--bottleneck", 8, "--quiet"]
+    _run("train", *common, "--epochs", 1)
+    (out / "metrics.json").unlink()  # as if killed after the first epoch's checkpoint
+    (out / "checkpoint.tmp").mkdir()  # and half-way through writing the next one
+    _run("train", *common, "--epochs", 3, "--resume")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [h["epoch"] for h in metrics["epochs"]] == [1, 2, 3]
+    assert metrics["epochs"][-1]["step"] == 3 * 5  # 40 rows / batch 8 per epoch
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "adapterkit.cli", *map(str, args)], capture_output=True, text=True)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "--task", "colaa"], "unknown task 'colaa'"),
+        (["train", "--sharing", "zero"], "sharing must be a positive integer"),
+        (["train", "--model", "/no/such/model"], "not found"),
+        (["train", "--data-dir", "/no/such/dir"], "/no/such/dir"),
+        (["eval", "--adapter", "/no/such/run"], "no such folder"),
+    ],
+)
+def test_user_errors_print_one_line_and_exit_1(args, message):
+    result = _cli(*args)
+    assert result.returncode == 1
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_finished_output_is_not_overwritten(tiny_bert_dir, glue_dir, tmp_path):
+    out = tmp_path / "done"
+    _train(tiny_bert_dir, glue_dir, out)
+    before = (out / "adapterkit_weights.safetensors").read_bytes()
+    result = _cli("train", "--task", "cola", "--model", tiny_bert_dir, "--data-dir", glue_dir, "--output", out)
+    assert result.returncode == 1 and "already holds a run" in result.stderr
+    assert (out / "adapterkit_weights.safetensors").read_bytes() == before
