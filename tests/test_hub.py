@@ -28,7 +28,7 @@ from adapterkit.hub import (
     show,
     tag,
 )
-from test_hub_support import (  # noqa: F401  (fixtures)
+from tests.test_hub_support import (  # noqa: F401  (fixtures)
     LIMIT_BYTES,
     TOKEN,
     expected_parameters,

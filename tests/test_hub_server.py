@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from adapterkit.hub import HubError, Unauthorized, push_adapter
-from test_hub_support import (  # noqa: F401  (fixtures)
+from tests.test_hub_support import (  # noqa: F401  (fixtures)
     LIMIT_BYTES,
     TOKEN,
     HubServer,
