@@ -92,5 +92,5 @@ def parse_ref(text: str, allow_version: bool = True) -> Ref:
             raise InvalidName(f"invalid reference {text!r}: a version cannot be given here, only a tag")
         repo, version = body.split("@", 1)
         return Ref(check_repo(repo), version=check_version(version))
-    repo, _, tag = body.partition(":")
-    return Ref(check_repo(repo), tag=check_part(tag, "tag") if tag else DEFAULT_TAG)
+    repo, colon, tag = body.partition(":")
+    return Ref(check_repo(repo), tag=check_part(tag, "tag") if colon else DEFAULT_TAG)
