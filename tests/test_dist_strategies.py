@@ -74,14 +74,21 @@ def _train(rank: int, strategy: str, overrides: dict, out_dir: str, sharing: int
             opt.step()
             opt.zero_grad()
     state = run.trainable_state()
+    logits = None
+    with run.eval_model() as m:
+        if m is not None:
+            with torch.no_grad():
+                logits = m(**as_batch(*dataset().tensors)).logits
     run.save_adapter("a", f"{out_dir}/adapter")
     run.write_stats(out_dir)
-    return dict(losses=losses, state=state, frozen_with_grad=frozen_with_grad, n_local=len(run.parameters()))
+    return dict(losses=losses, state=state, frozen_with_grad=frozen_with_grad, n_local=len(run.parameters()),
+                logits=logits)
 
 
 CASES = {
     "ddp": ("ddp", {}, 1),
-    "ddp-flat-bucketed": ("ddp", {"hierarchical": False, "bucket_mb": 0.002}, 1),
+    # top-k during its dense warm-up must be exact: checks the residual plumbing in the hook
+    "ddp-flat-bucketed-topk-warmup": ("ddp", {"hierarchical": False, "bucket_mb": 0.002, "compression": "topk:0.01,warmup=5"}, 1),
     "fsdp": ("fsdp", {"hybrid": False}, 1),
     "fsdp-hybrid-2x2": ("fsdp", {"hybrid": True}, 1),
     "pipeline-gpipe-4-stages": ("pipeline", {"schedule": "gpipe", "microbatches": 4}, 1),
@@ -105,12 +112,15 @@ def test_strategy_matches_single_process(case, tmp_path):
     if strategy.startswith("pipeline"):  # each stage optimises only its own share of the adapters
         assert sum(r["n_local"] for r in results) == len(ref_state) * (2 if strategy == "pipeline+ddp" else 1)
 
-    # the adapter saved by rank 0 loads in one process and gives the trained model's outputs
+    # the adapter saved by rank 0 loads in one process and gives the trained model's outputs,
+    # as does the model rank 0 evaluates with
     fresh = tiny_bert(adapter=False, sharing=sharing)
     ak.load_adapter(fresh, tmp_path / "adapter")
     batch = as_batch(*dataset().tensors)
     with torch.no_grad():
-        torch.testing.assert_close(fresh(**batch).logits, reference(**batch).logits, atol=1e-5, rtol=0)
+        expected = reference(**batch).logits
+        torch.testing.assert_close(fresh(**batch).logits, expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(torch.as_tensor(results[0]["logits"]), expected, atol=1e-5, rtol=0)
     stats = json.loads((tmp_path / "comm_stats.json").read_text())
     assert stats["strategy"] == strategy and stats["world_size"] == 4
     if strategy in ("ddp", "pipeline+ddp"):
@@ -124,6 +134,15 @@ def test_pipeline_stage_boundaries_respect_sharing():
     assert plan_stages(tiny_bert(sharing=3), 2) == [(0, 3), (3, 4)]  # the only cut between groups
     with pytest.raises(AdapterkitError, match="shared adapter"):
         plan_stages(tiny_bert(sharing="all"), 2)
+
+
+def test_shard_splits_a_global_batch_by_replica():
+    from adapterkit.dist.run import DistRun
+
+    batch = as_batch(*dataset().tensors)
+    parts = [DistRun("ddp", None, None, DistConfig(), None, None, dp_rank=r, dp_size=3).shard(batch) for r in range(3)]
+    assert [len(p["labels"]) for p in parts] == [3, 3, 2]
+    torch.testing.assert_close(torch.cat([p["input_ids"] for p in parts]), batch["input_ids"])
 
 
 def test_unknown_strategy_and_bad_config():

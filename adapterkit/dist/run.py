@@ -53,6 +53,41 @@ class DistRun:
             dataset, num_replicas=self.dp_size, rank=self.dp_rank, shuffle=shuffle, seed=seed, drop_last=drop_last
         )
 
+    def shard(self, batch: dict) -> dict:
+        """This replica's part of a global batch: tensors split along dim 0 into dp_size chunks
+        (sizes differ by at most one), so N processes take the same steps as one process."""
+        if self.dp_size == 1:
+            return batch
+        return {
+            k: v.tensor_split(self.dp_size)[self.dp_rank] if isinstance(v, torch.Tensor) else v
+            for k, v in batch.items()
+        }
+
+    @contextmanager
+    def eval_model(self):
+        """A model to evaluate with, or None on ranks that should skip evaluation. Collective.
+
+        ddp: rank 0's own model. pipeline: rank 0's model with every stage's trained tensors
+        gathered in. fsdp: the sharded model on every rank (its forward is collective, so all
+        ranks run the same evaluation; only rank 0 should log it)."""
+        if self.strategy == "fsdp":
+            from torch.distributed.fsdp import FSDPModule
+
+            yield self.model
+            for m in self.model.modules():  # a forward without backward leaves the root unsharded
+                if isinstance(m, FSDPModule):
+                    m.reshard()
+        elif self.strategy.startswith("pipeline"):
+            state = self.trainable_state()
+            if dist.get_rank() == 0:
+                with swapped_parameters(self.model, state):
+                    yield self.model
+            else:
+                yield None
+        else:
+            yield self.model if dist.get_rank() == 0 else None
+        dist.barrier()
+
     def trainable_state(self) -> dict[str, torch.Tensor]:
         """Full adapter and head tensors by model-level names (valid on rank 0). Collective."""
         return self.gather_fn()
