@@ -29,6 +29,7 @@ log = logging.getLogger("adapterkit.hub")
 Store = Union[FolderStore, HttpStore]
 HubLike = Union[str, os.PathLike, FolderStore, HttpStore, None]
 HUB_ENV, TOKEN_ENV, CACHE_ENV = "ADAPTERKIT_HUB", "ADAPTERKIT_HUB_TOKEN", "ADAPTERKIT_CACHE"
+_CLIENTS: dict[tuple, HttpStore] = {}
 
 
 def cache_dir() -> Path:
@@ -47,7 +48,11 @@ def open_hub(hub: HubLike = None, token: str | None = None) -> Store:
         hub = os.environ.get(HUB_ENV) or cache_dir() / "hub"
     text = str(hub)
     if text.startswith(("http://", "https://")):
-        return HttpStore(text, token if token is not None else os.environ.get(TOKEN_ENV))
+        token = token if token is not None else os.environ.get(TOKEN_ENV)
+        key = (os.getpid(), text, token)  # one client (kept-alive connections) per process
+        if key not in _CLIENTS:
+            _CLIENTS[key] = HttpStore(text, token)
+        return _CLIENTS[key]
     if "://" in text:
         raise HubError(f"unsupported hub {text!r}: give a folder path or an http(s):// URL")
     return FolderStore(text)
