@@ -88,7 +88,8 @@ def _train(rank: int, strategy: str, overrides: dict, out_dir: str, sharing: int
 CASES = {
     "ddp": ("ddp", {}, 1),
     # top-k during its dense warm-up must be exact: checks the residual plumbing in the hook
-    "ddp-flat-bucketed-topk-warmup": ("ddp", {"hierarchical": False, "bucket_mb": 0.002, "compression": "topk:0.01,warmup=5"}, 1),
+    "ddp-flat-bucketed-topk-warmup-sync": (
+        "ddp", {"hierarchical": False, "bucket_mb": 0.002, "compression": "topk:0.01,warmup=5", "overlap": False}, 1),
     "fsdp": ("fsdp", {"hybrid": False}, 1),
     "fsdp-hybrid-2x2": ("fsdp", {"hybrid": True}, 1),
     "pipeline-gpipe-4-stages": ("pipeline", {"schedule": "gpipe", "microbatches": 4}, 1),

@@ -38,6 +38,7 @@ class DistConfig:
     compression: str = "none"  # none | fp16 | bf16 | topk:FRACTION[,momentum=M][,warmup=N]
     bucket_mb: float = 25.0  # gradient bucket size (fusion), as DDP's bucket_cap_mb
     hierarchical: bool = True  # intra-node first, then across nodes
+    overlap: bool = True  # ddp: communicate buckets on a thread while backward continues
     nnodes: int | None = None  # None: from torchrun (LOCAL_WORLD_SIZE) or $ADAPTERKIT_DIST_NNODES
     microbatches: int = 4  # pipeline: microbatches per step
     schedule: str = "1f1b"  # pipeline: gpipe | 1f1b

@@ -26,7 +26,7 @@ def wrap_ddp(module: nn.Module, config: DistConfig, topo, group=None) -> tuple[D
     frozen = [n for n, p in module.named_parameters() if not p.requires_grad]
     DDP._set_params_and_buffers_to_ignore_for_model(module, frozen + [n for n, _ in module.named_buffers()])
     ddp = DDP(module, process_group=group, bucket_cap_mb=config.bucket_mb, forward_sync_buffers=False)
-    state = register_hook(ddp, topo, config.compression)
+    state = register_hook(ddp, topo, config.compression, overlap=config.overlap)
     return ddp, state
 
 
