@@ -157,3 +157,20 @@ def test_read_only_server_and_foreign_folder(tmp_path):
     assert proc.returncode == 1 and "is not an adapterkit hub" in proc.stderr
     with pytest.raises(HubError, match="cannot reach hub"):
         push_adapter(make_adapter(tmp_path / "b"), "team/x", hub=ro.url, token=TOKEN)
+
+
+def test_large_json_bodies_are_refused_before_buffering(api, server, seeded):
+    before = snapshot(server.root, skip_tmp=False)
+    big = {"upload": "0" * 32, "files": [], "pad": "x" * (2 << 20)}
+    r = api.post("/repos/team/seed/versions", json=big)  # no token: size is refused first
+    assert r.status_code == 413 and r.json()["error"] == "TooLarge"
+
+    def chunked():
+        for _ in range(40):
+            yield b" " * 65536
+    r = api.put("/repos/team/seed/tags/v2", content=chunked(), headers=AUTH)
+    assert r.status_code == 413
+    r = api.put("/repos/team/seed/tags/v2", json={"version": seeded[:12]}, headers=AUTH)
+    assert r.status_code == 200 and r.json() == {"version": seeded}
+    changed = {k for k, v in snapshot(server.root, skip_tmp=False).items() if before.get(k) != v}
+    assert changed == {"repos/team/seed/tags.json"}  # only the one authorised, small request wrote

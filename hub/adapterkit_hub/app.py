@@ -14,10 +14,51 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel
 from starlette.requests import ClientDisconnect
 
-from adapterkit.hub.errors import HubError, NotFound, Unauthorized
+from adapterkit.hub.errors import HubError, NotFound, TooLarge, Unauthorized
 from adapterkit.hub.files import FileEntry
 from adapterkit.hub.refs import Ref, check_part, check_repo
 from adapterkit.hub.store import DEFAULT_MAX_FILE_BYTES, FolderStore
+
+
+MAX_JSON_BODY = 1 << 20  # requests other than file uploads carry small JSON
+
+
+class BlobResponse(FileResponse):
+    chunk_size = 1 << 20  # Starlette's 64 KiB chunks cost ~2x throughput on large blobs
+
+
+class LimitJsonBodies:
+    """ASGI middleware: on every route but file uploads, read the (small JSON) body up to
+    MAX_JSON_BODY bytes and refuse more with 413, so no request makes the server buffer a large
+    body, with or without a Content-Length."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["path"].startswith("/api/v1/uploads/"):
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length", b"0")
+        body, whole = b"", not length.isdigit() or int(length) <= MAX_JSON_BODY
+        while whole:
+            message = await receive()
+            body += message.get("body", b"")
+            whole = len(body) <= MAX_JSON_BODY
+            if message["type"] != "http.request" or not message.get("more_body"):
+                break
+        if not whole:
+            error = TooLarge(f"request body over {MAX_JSON_BODY:,} bytes")
+            response = JSONResponse({"error": "TooLarge", "detail": str(error)}, error.status)
+            return await response(scope, receive, send)
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await self.app(scope, replay, send)
 
 
 class CommitBody(BaseModel):
@@ -45,6 +86,7 @@ def create_app(root: str | Path, tokens: list[str] | None = None,
     store.check_root(create=True)  # refuse a foreign folder at start, not at the first request
     app = FastAPI(title="adapterkit hub", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.store = store
+    app.add_middleware(LimitJsonBodies)
 
     @app.exception_handler(HubError)
     async def hub_error(request: Request, exc: HubError) -> JSONResponse:
@@ -101,7 +143,7 @@ def _read_routes(app: FastAPI, store: FolderStore, max_file_bytes: int, writable
         path = store.blob_path(sha256)
         if not path.is_file():
             raise NotFound(f"no blob {sha256}")
-        return FileResponse(path, media_type="application/octet-stream",
+        return BlobResponse(path, media_type="application/octet-stream",
                             headers={"Cache-Control": "public, max-age=31536000, immutable"})
 
 
