@@ -259,6 +259,8 @@ class FolderStore:
     def _write_card(self, repo: str, card: dict) -> dict:
         """Write a card once; a version that exists keeps its first card (versions are immutable)."""
         final = self._repo_dir(repo) / "versions" / f"{card['version']}.json"
+        if final.is_file():  # identical content pushed again
+            return json.loads(final.read_text())
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.with_name(f".{final.name}.{secrets.token_hex(4)}")
         _write_json(tmp, card)
