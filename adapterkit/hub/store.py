@@ -17,7 +17,6 @@ backs the embedded default hub and the HTTP server (hub/adapterkit_hub).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import fnmatch
 import hashlib
 import json
@@ -119,6 +118,8 @@ class FolderStore:
 
     @contextlib.contextmanager
     def _locked(self, repo: str) -> Iterator[None]:
+        import fcntl  # POSIX: the folder store's writers need flock(2)
+
         ns, name = check_repo(repo).split("/")
         lock = self.root / "locks" / ns / f"{name}.lock"
         lock.parent.mkdir(parents=True, exist_ok=True)
