@@ -163,9 +163,13 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=15, help="timed repeats per cell (default 15)")
     p.add_argument("--json", help="also write the results to this JSON file")
     args = p.parse_args()
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="bench_hub_") as tmp:
         result = run(args.repeats, Path(tmp))
+    result["load_average"] = [round(load_before, 1), round(os.getloadavg()[0], 1)]
+    result["cpus"] = os.cpu_count()
     print_table(result)
+    print(f"1-minute load average before/after: {result['load_average']} on {result['cpus']} CPUs")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
 
