@@ -173,6 +173,8 @@ class FolderStore:
         return {"repo": repo, "tags": tags, "versions": versions}
 
     def list_repos(self, pattern: str | None = None) -> list[dict]:
+        if pattern is not None and len(pattern) > 200:
+            raise InvalidName("pattern too long (at most 200 characters)")
         if not self.check_root(create=False):
             return []
         out = []
