@@ -39,6 +39,7 @@ class AdapterBank(nn.Module):
         self.composition = "stack"
         self._hooks: dict[str, torch.utils.hooks.RemovableHandle] = {}
         self._chains: dict[str, list[nn.Module]] = {}  # site path -> active modules, in order
+        self._dropout: dict[tuple[int, str], float] = {}  # backbone dropout rates switched off
 
     def rebuild_chains(self) -> None:
         self._chains = {}
@@ -111,6 +112,7 @@ def remove_adapter(model: nn.Module, name: str) -> None:
         if path not in used:
             bank._hooks.pop(path).remove()
     if not bank.adapters:
+        set_backbone_dropout(model, True)
         delattr(model, BANK)
         model.__dict__.pop("save_pretrained", None)
 
@@ -180,8 +182,15 @@ def head_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
     }
 
 
-def train_adapter(model: nn.Module, names: str | Iterable[str], train_head: bool = True) -> None:
+def train_adapter(
+    model: nn.Module, names: str | Iterable[str], train_head: bool = True, backbone_dropout: bool = False
+) -> None:
     """Freeze everything except adapters `names` (activated in this stack order) and the head.
+
+    With backbone_dropout=False (the default) dropout inside the frozen backbone is switched off
+    (the frozen function stays deterministic; regularise with the adapter's own `dropout` or the
+    head's). On CPU this matters for speed: attention-probability dropout sends
+    scaled_dot_product_attention to its slow math path. remove_adapter restores the rates.
 
     While adapters are being trained, `model.save_pretrained` (what `transformers.Trainer`
     calls for checkpoints) writes only the trainable weights, so checkpoints hold the adapters
@@ -197,7 +206,27 @@ def train_adapter(model: nn.Module, names: str | Iterable[str], train_head: bool
     if train_head:
         for p in head_parameters(model).values():
             p.requires_grad_(True)
+    set_backbone_dropout(model, backbone_dropout)
     model.save_pretrained = types.MethodType(_save_trainable_only, model)
+
+
+def set_backbone_dropout(model: nn.Module, enabled: bool) -> None:
+    """Switch dropout inside `model.base_model` off (rates remembered) or back to the original rates."""
+    bank = get_bank(model)
+    base = getattr(model, "base_model", model)
+    for module in base.modules():
+        if isinstance(module, AdapterBank):
+            continue
+        for attr in ("p", "attention_dropout"):
+            value = getattr(module, attr, None)
+            if attr == "p" and not isinstance(module, nn.Dropout) or not isinstance(value, float):
+                continue
+            key = (id(module), attr)
+            if enabled and key in bank._dropout:
+                setattr(module, attr, bank._dropout.pop(key))
+            elif not enabled and value > 0:
+                bank._dropout.setdefault(key, value)
+                setattr(module, attr, 0.0)
 
 
 def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -55,6 +55,7 @@ class TrainConfig:
     init_adapter: str | None = None  # start from a saved adapter (folder or hub:REPO[:TAG])
     attention: str | None = None  # attn_implementation passed to transformers (e.g. "sdpa", "adapterkit_rsa")
     eval_batch_size: int = 128
+    backbone_dropout: bool = False  # dropout inside the frozen backbone (adapter runs)
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "max_seq_len", "eval_batch_size"):
@@ -173,7 +174,7 @@ def _build_model(task, cfg: TrainConfig):
         load_adapter(model, cfg.init_adapter, name=task.name)
     else:
         add_adapter(model, task.name, cfg.adapter)
-    train_adapter(model, task.name)
+    train_adapter(model, task.name, backbone_dropout=cfg.backbone_dropout)
     return model
 
 

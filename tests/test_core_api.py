@@ -208,3 +208,17 @@ def test_import_is_lean():
         "assert 'transformers' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_train_adapter_switches_backbone_dropout_off_and_remove_restores():
+    model, _ = build("bert")
+    ak.add_adapter(model, "a")
+    ak.train_adapter(model, "a")
+    backbone = [m for m in model.bert.modules() if isinstance(m, nn.Dropout)]
+    assert backbone and all(m.p == 0.0 for m in backbone)
+    assert model.dropout.p == 0.1  # the head's dropout is kept
+    ak.train_adapter(model, "a", backbone_dropout=True)
+    assert all(m.p == 0.1 for m in backbone)
+    ak.train_adapter(model, "a")
+    ak.remove_adapter(model, "a")
+    assert all(m.p == 0.1 for m in backbone)

@@ -44,6 +44,7 @@ def train(
     push: Annotated[Optional[str], typer.Option("--push", help="Publish the trained adapter to the hub as REPO[:TAG].")] = None,
     hub: Annotated[Optional[str], typer.Option("--hub", help="Hub for --push: a folder or http://host:port. Default: $ADAPTERKIT_HUB or the user cache.")] = None,
     token: Annotated[Optional[str], typer.Option("--token", envvar="ADAPTERKIT_HUB_TOKEN", help="Bearer token for a hub server.")] = None,
+    backbone_dropout: Annotated[bool, typer.Option("--backbone-dropout", help="Keep dropout inside the frozen backbone when training an adapter (off by default: faster, see README).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
     """Train an adapter on a GLUE task, evaluate on dev after every epoch, keep the best."""
@@ -53,7 +54,8 @@ def train(
     cfg = TrainConfig(task=task, model=model, adapter=adapter, full_finetune=full_finetune, epochs=epochs,
                       max_steps=max_steps, lr=lr, batch_size=batch_size, max_seq_len=max_seq_len, seed=seed,
                       data_dir=data_dir, output=output, resume=resume, init_adapter=init_adapter,
-                      attention=_attention(attention, rsa_density, rsa_block_size, seed))
+                      attention=_attention(attention, rsa_density, rsa_block_size, seed),
+                      backbone_dropout=backbone_dropout)
     metrics = run_training(cfg, progress=not quiet)
     _print_summary(metrics, cfg.output)
     if push:
