@@ -1,0 +1,487 @@
+"""AdapterHub (`adapters` library) bottleneck adapters <-> adapterkit, exact for inference.
+
+Nothing here imports `adapters`: both directions read and write files, so an adapter trained
+with transformers 5 can be exported for an `adapters` user on transformers 4.57, and back.
+
+Export (`convert_to_adapterhub(src, dest)` from a saved adapterkit folder, or
+`export_adapterhub(model, name, dest)` from a model) writes an AdapterHub folder:
+  adapter_config.json     an AdapterHub `BnConfig` (see below) plus model type, class, hidden size
+  adapter.safetensors     the adapter weights under AdapterHub's module names
+  pytorch_adapter.bin     the same tensors saved with `torch.save` (a dict of tensors only):
+                          `model.load_adapter(path)` reads this file; `adapters` reads
+                          adapter.safetensors only with `model.load_adapter(path, use_safetensors=True)`.
+                          `weights="safetensors"` or `"bin"` writes just one of the two.
+  head_config.json + model_head.safetensors (+ pytorch_model_head.bin)   the task head, if saved.
+A module shared by several sites is written once per site (AdapterHub has no sharing); the
+copies are equal, so the exported adapter computes the same function. Training the copies
+in `adapters` unties them.
+
+Placement. adapterkit computes, at every site, h + s * up(act(down(h))) on the projection's
+output h, before the block's residual add and LayerNorm. In AdapterHub's bottleneck layer
+that is `original_ln_before=False` (the adapter sees the projection output, not LN(h + x)),
+`residual_before_ln=True` (its internal residual is h), `adapter_residual_before_ln=False`,
+no extra LayerNorms, no gating, and `original_ln_after=True` (the block's residual add and
+LayerNorm come after). Houlsby placement sets `mh_adapter` and `output_adapter`
+(`double_seq_bn` with these flags); Pfeiffer placement only `output_adapter`. AdapterHub's
+own `seq_bn` (Pfeiffer) config has `original_ln_before=True`: its adapter reads LN(h + x),
+which an adapter on the projection output cannot compute, so such adapters are refused on
+import with that reason.
+
+Import (`import_adapterhub(model, src)`) loads an AdapterHub bottleneck adapter with those
+flags into a model as an adapterkit adapter with `sharing="none"` (each site its own module).
+
+Module names differ per family; `FAMILY_RULES` says, for each model type checked against
+`adapters` 1.3.0, how an adapterkit site path maps to the AdapterHub module path.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from adapterkit.config import BottleneckConfig
+from adapterkit.errors import AdapterkitError, IncompatibleAdapterError
+
+CONFIG_FILE = "adapter_config.json"
+SAFE_WEIGHTS_FILE = "adapter.safetensors"
+BIN_WEIGHTS_FILE = "pytorch_adapter.bin"
+HEAD_CONFIG_FILE = "head_config.json"
+SAFE_HEAD_FILE = "model_head.safetensors"
+BIN_HEAD_FILE = "pytorch_model_head.bin"
+WEIGHT_FORMATS = ("both", "safetensors", "bin")
+FORMAT_VERSION = "adapters.1.3.0"  # the `adapters` release these files were checked against
+
+ACTIVATIONS = ("gelu", "relu", "swish", "silu", "tanh")  # same functions under the same names
+
+# The AdapterHub BnConfig flags that reproduce adapterkit's computation (see the docstring).
+EXACT_FLAGS = {
+    "original_ln_before": False,
+    "original_ln_after": True,
+    "residual_before_ln": True,
+    "adapter_residual_before_ln": False,
+    "ln_before": False,
+    "ln_after": False,
+    "is_parallel": False,
+    "use_gating": False,
+    "phm_layer": False,
+    "inv_adapter": None,
+    "cross_adapter": False,
+    "stochastic_depth": 0.0,
+}
+
+# adapterkit parameter name -> AdapterHub parameter name, inside one adapter module
+PARAM_NAMES = {
+    "down.weight": "adapter_down.0.weight",
+    "down.bias": "adapter_down.0.bias",
+    "up.weight": "adapter_up.weight",
+    "up.bias": "adapter_up.bias",
+}
+
+# Site kind -> (regex on the end of an adapterkit site path, replacement giving the module
+# that holds AdapterHub's `adapters` dict for that site).
+_SUBLAYER = {  # BERT-likes: the adapter lives in BertSelfOutput / BertOutput
+    "attn": (r"\.attention\.output\.dense$", ".attention.output.adapters"),
+    "ffn": (r"\.output\.dense$", ".output.adapters"),
+}
+_T5 = {
+    "attn": (r"\.layer\.0\.SelfAttention\.o$", ".layer.0.adapters"),
+    "ffn": (r"\.layer\.(1|2)\.DenseReluDense\.wo$", r".layer.\1.adapters"),
+}
+
+
+def _on_layer(attn: str, ffn: str) -> dict[str, tuple[str, str]]:
+    """Families where `adapters` hangs attention_adapters / output_adapters on the layer."""
+    return {
+        "attn": (rf"\.{re.escape(attn)}$", ".attention_adapters.adapters"),
+        "ffn": (rf"\.{re.escape(ffn)}$", ".output_adapters.adapters"),
+    }
+
+
+FAMILY_RULES: dict[str, dict[str, tuple[str, str]]] = {
+    "bert": _SUBLAYER,
+    "roberta": _SUBLAYER,
+    "xlm-roberta": _SUBLAYER,
+    "electra": _SUBLAYER,
+    "distilbert": _on_layer("attention.out_lin", "ffn.lin2"),
+    "gpt2": _on_layer("attn.c_proj", "mlp.c_proj"),
+    "gptj": _on_layer("attn.out_proj", "mlp.fc_out"),
+    "llama": _on_layer("self_attn.o_proj", "mlp.down_proj"),
+    "mistral": _on_layer("self_attn.o_proj", "mlp.down_proj"),
+    "bart": _on_layer("self_attn.out_proj", "fc2"),
+    "mbart": _on_layer("self_attn.out_proj", "fc2"),
+    "t5": _T5,
+    "mt5": _T5,
+}
+
+
+def hub_module_path(model_type: str, site_path: str, kind: str) -> str:
+    """The AdapterHub module path (ending in `.adapters`) for one adapterkit site."""
+    rules = FAMILY_RULES.get(model_type)
+    if rules is None:
+        raise AdapterkitError(
+            f"AdapterHub interop knows the module names of {', '.join(sorted(FAMILY_RULES))}; "
+            f"model type {model_type!r} is not one of them (add it to adapterkit.interop.adapterhub.FAMILY_RULES)"
+        )
+    pattern, replacement = rules[kind]
+    hub_path, n = re.subn(pattern, replacement, site_path)
+    if n != 1:
+        raise AdapterkitError(
+            f"site {site_path} ({kind}) is not where AdapterHub puts the {kind} adapter of a {model_type} model "
+            f"(expected a path matching {pattern!r}); adapters placed with custom targets cannot be exported"
+        )
+    return hub_path
+
+
+# ---------------------------------------------------------------- export
+
+
+def export_adapterhub(
+    model: nn.Module, name: str, dest: str | os.PathLike, weights: str = "both", include_head: bool = True
+) -> Path:
+    """Write adapter `name` of `model` as an AdapterHub folder `dest` (see the module docstring)."""
+    from adapterkit.io import save_adapter
+
+    with tempfile.TemporaryDirectory(prefix="adapterkit-export-") as tmp:
+        save_adapter(model, name, tmp, include_head=include_head)
+        return convert_to_adapterhub(tmp, dest, weights=weights)
+
+
+def convert_to_adapterhub(
+    src: str | os.PathLike, dest: str | os.PathLike, name: str | None = None, weights: str = "both"
+) -> Path:
+    """Convert a saved adapterkit adapter folder `src` into an AdapterHub folder `dest`."""
+    from adapterkit.io import CONFIG_FILE as AK_CONFIG, HEAD_FILE, WEIGHTS_FILE, read_manifest
+
+    if weights not in WEIGHT_FORMATS:
+        raise AdapterkitError(f"weights must be one of {', '.join(WEIGHT_FORMATS)}, got {weights!r}")
+    src, dest = Path(src), Path(dest)
+    manifest = read_manifest(src)
+    config = BottleneckConfig.from_dict(manifest["config"])
+    _check_exportable(config, src / AK_CONFIG)
+    name = name or manifest["name"]
+    base = manifest["base_model"]
+    tensors = _read_safetensors(src / WEIGHTS_FILE)
+    hub_tensors = {}
+    for site in manifest["sites"]:
+        prefix = f"{hub_module_path(base['model_type'], site['path'], site['kind'])}.{name}"
+        for ours, theirs in PARAM_NAMES.items():
+            hub_tensors[f"{prefix}.{theirs}"] = tensors[f"{site['group']}.{ours}"].clone()  # per-site copy
+    hub_config = _hub_config(config, manifest, name)
+    dest.mkdir(parents=True, exist_ok=True)
+    _write_weights(hub_tensors, dest / SAFE_WEIGHTS_FILE, dest / BIN_WEIGHTS_FILE, weights)
+    head_path = src / HEAD_FILE
+    if head_path.is_file():
+        head = _read_safetensors(head_path)
+        _write_weights(head, dest / SAFE_HEAD_FILE, dest / BIN_HEAD_FILE, weights)
+        _write_json(dest / HEAD_CONFIG_FILE, _head_config(manifest))
+    _write_json(dest / CONFIG_FILE, hub_config)
+    return dest
+
+
+def _check_exportable(config: BottleneckConfig, source: Path) -> None:
+    if config.kind != "bottleneck":
+        raise AdapterkitError(f"{source}: only bottleneck adapters can be exported to AdapterHub (kind {config.kind!r})")
+    if config.train_layer_norms:
+        raise AdapterkitError(
+            f"{source}: the adapter trains the backbone's LayerNorms, which the AdapterHub adapter format cannot carry"
+        )
+    if config.activation not in ACTIVATIONS:
+        raise AdapterkitError(f"{source}: activation {config.activation!r} has no AdapterHub equivalent")
+
+
+def _hub_config(config: BottleneckConfig, manifest: dict, name: str) -> dict:
+    base = manifest["base_model"]
+    hidden = base["hidden_size"]
+    bottleneck = config.bottleneck_for(hidden)
+    bn = {
+        **EXACT_FLAGS,
+        "mh_adapter": config.placement == "houlsby",
+        "output_adapter": True,
+        "reduction_factor": reduction_factor_for(hidden, bottleneck),
+        "non_linearity": config.activation,
+        "scaling": float(config.scaling),
+        "dropout": float(config.dropout),
+        "init_weights": "mam_adapter" if config.init == "zero" else "houlsby",
+        "leave_out": _leave_out(manifest),
+    }
+    return {
+        "config": bn,
+        "hidden_size": hidden,
+        "model_class": base.get("class"),
+        "model_name": base.get("name_or_path") or "",
+        "model_type": base.get("model_type"),
+        "name": name,
+        "version": FORMAT_VERSION,
+        "exported_by": f"adapterkit {manifest.get('adapterkit_version')}",
+    }
+
+
+def _head_config(manifest: dict) -> dict:
+    base = manifest["base_model"]
+    return {
+        "config": None,
+        "hidden_size": base["hidden_size"],
+        "model_class": base.get("class"),
+        "model_name": base.get("name_or_path") or "",
+        "model_type": base.get("model_type"),
+        "name": None,
+        "version": FORMAT_VERSION,
+    }
+
+
+def reduction_factor_for(hidden: int, bottleneck: int) -> float:
+    """A factor r with int(hidden // r) == bottleneck (how `adapters` sizes its bottleneck)."""
+    factor = hidden // bottleneck if hidden % bottleneck == 0 else hidden / (bottleneck + 0.5)
+    if int(hidden // factor) != bottleneck:
+        raise AdapterkitError(f"no AdapterHub reduction factor gives bottleneck {bottleneck} for hidden size {hidden}")
+    return factor
+
+
+def _leave_out(manifest: dict) -> list[int]:
+    """AdapterHub numbers layers across stacks (decoder layers after encoder layers)."""
+    counts = manifest["base_model"]["num_layers"]
+    offsets = [sum(counts[:i]) for i in range(len(counts))]
+    adapted = {offsets[s["stack"]] + s["layer"] for s in manifest["sites"]}
+    return [i for i in range(sum(counts)) if i not in adapted]
+
+
+# ---------------------------------------------------------------- import
+
+
+def read_adapterhub(src: str | os.PathLike, allow_bin: bool = False) -> tuple[dict, dict[str, torch.Tensor]]:
+    """(adapter_config.json contents, weights) of an AdapterHub adapter folder.
+
+    Weights come from adapter.safetensors. A folder with only pytorch_adapter.bin (a pickle)
+    is refused unless `allow_bin=True`, which reads it with `torch.load(weights_only=True)`.
+    """
+    src = Path(src)
+    config = _read_json(src / CONFIG_FILE, "an AdapterHub adapter")
+    weights = _read_weights(src / SAFE_WEIGHTS_FILE, src / BIN_WEIGHTS_FILE, allow_bin)
+    return config, weights
+
+
+def import_adapterhub(
+    model: nn.Module,
+    src: str | os.PathLike,
+    name: str | None = None,
+    with_head: bool = True,
+    allow_bin: bool = False,
+    activate: bool = True,
+) -> str:
+    """Load an AdapterHub bottleneck adapter folder into `model`; returns the adapter's name.
+
+    The adapter gets `sharing="none"` (one module per site). Its head, if the folder has one
+    and `with_head`, is loaded into the model's head parameters of the same names.
+    """
+    from adapterkit.model import add_adapter, get_bank, remove_adapter
+
+    src = Path(src)
+    hub_config, tensors = read_adapterhub(src, allow_bin)
+    hub_name = hub_config.get("name")
+    name = name or hub_name
+    config = config_from_adapterhub(hub_config, tensors, src, _stack_sizes(model))
+    head = _read_head(src, allow_bin) if with_head else {}
+    _check_head(model, head, src)
+    plan = add_adapter(model, name, config, activate=activate)
+    try:
+        _fill_from_hub(model, get_bank(model).adapters[name], plan, tensors, hub_name, src)
+    except Exception:
+        remove_adapter(model, name)
+        raise
+    if head:
+        model.load_state_dict(head, strict=False)
+    return name
+
+
+def config_from_adapterhub(
+    hub_config: dict, tensors: dict[str, torch.Tensor], source: Path, stack_sizes: list[int]
+) -> BottleneckConfig:
+    """The adapterkit config that computes what this AdapterHub BnConfig computes, or a clear refusal.
+    `stack_sizes`: layers per stack of the target model (AdapterHub numbers them across stacks)."""
+    bn = hub_config.get("config") or {}
+    if bn.get("architecture") not in (None, "bottleneck"):
+        raise AdapterkitError(f"{source}: a {bn['architecture']!r} adapter, not a bottleneck adapter")
+    for key, wanted in EXACT_FLAGS.items():
+        value = bn.get(key, wanted)
+        if value != wanted and not (key == "stochastic_depth" and not value):
+            raise IncompatibleAdapterError(
+                f"{source}: {key}={value!r} places or shapes the adapter in a way adapterkit cannot reproduce "
+                f"(adapterkit needs {key}={wanted!r}; AdapterHub's seq_bn/Pfeiffer config reads LN(h + x), for instance)"
+            )
+    activation = str(bn.get("non_linearity", "")).lower()
+    if "version" not in hub_config and activation == "gelu":
+        activation = "gelu_new"  # legacy adapter-transformers files meant the tanh approximation
+    if activation not in ACTIVATIONS:
+        raise IncompatibleAdapterError(f"{source}: activation {activation!r} is not one of adapterkit's {ACTIVATIONS}")
+    scaling = bn.get("scaling", 1.0)
+    if not isinstance(scaling, (int, float)) or isinstance(scaling, bool):
+        raise IncompatibleAdapterError(f"{source}: learned scaling {scaling!r} is not supported")
+    if not bn.get("output_adapter"):
+        raise IncompatibleAdapterError(f"{source}: adapters without output_adapter (feed-forward site) are not supported")
+    return BottleneckConfig(
+        bottleneck_dim=_bottleneck_dim(tensors, source),
+        activation=activation,
+        scaling=float(scaling),
+        dropout=float(bn.get("dropout") or 0.0),
+        placement="houlsby" if bn.get("mh_adapter") else "pfeiffer",
+        sharing="none",
+        leave_out=per_stack_leave_out(list(bn.get("leave_out") or []), stack_sizes, source),
+    )
+
+
+def _bottleneck_dim(tensors: dict[str, torch.Tensor], source: Path) -> int:
+    dims = {v.shape[0] for k, v in tensors.items() if k.endswith(".adapter_down.0.weight")}
+    if len(dims) != 1:
+        raise IncompatibleAdapterError(
+            f"{source}: adapterkit needs one bottleneck size for all sites, found {sorted(dims) or 'none'}"
+        )
+    return dims.pop()
+
+
+def _fill_from_hub(model, modules, plan, tensors, hub_name: str, source: Path) -> None:
+    model_type = getattr(model.config, "model_type", "")
+    prefix = getattr(model, "base_model_prefix", "")
+    by_path = {_strip(k, prefix): v for k, v in tensors.items()}
+    used = set()
+    for gid, (site,) in plan.groups.items():
+        module = _strip(hub_module_path(model_type, site.path, site.kind), prefix)
+        state = {}
+        for ours, theirs in PARAM_NAMES.items():
+            key = f"{module}.{hub_name}.{theirs}"
+            if key not in by_path:
+                raise IncompatibleAdapterError(f"{source}: no weights for site {site.path} (expected {key})")
+            state[ours] = by_path[key]
+            used.add(key)
+        _load_module(modules[gid], state, site.path, source)
+    extra = sorted(set(by_path) - used)
+    if extra:
+        raise IncompatibleAdapterError(
+            f"{source}: {len(extra)} tensors have no adapterkit site in {type(model).__name__} (first: {extra[0]})"
+        )
+
+
+def _stack_sizes(model: nn.Module) -> list[int]:
+    from adapterkit.sites import find_sites
+
+    sizes: dict[int, int] = {}
+    for site in find_sites(model):
+        sizes[site.stack] = max(sizes.get(site.stack, 0), site.layer + 1)
+    return [sizes[s] for s in sorted(sizes)]
+
+
+def per_stack_leave_out(global_leave_out: list[int], stack_sizes: list[int], source: Path) -> list[int]:
+    """AdapterHub's leave_out numbers layers across stacks; adapterkit's counts within each stack."""
+    offsets = [sum(stack_sizes[:i]) for i in range(len(stack_sizes))]
+    per_stack = [
+        sorted(i - offset for i in global_leave_out if offset <= i < offset + size)
+        for offset, size in zip(offsets, stack_sizes)
+    ]
+    if any(layers != per_stack[0] for layers in per_stack):
+        raise IncompatibleAdapterError(
+            f"{source}: leave_out {global_leave_out} leaves out different layers in the encoder and the decoder, "
+            f"which one adapterkit layer selection cannot express"
+        )
+    return per_stack[0]
+
+
+def _load_module(module: nn.Module, state: dict[str, torch.Tensor], site: str, source: Path) -> None:
+    expected = module.state_dict()
+    for key, value in state.items():
+        if value.shape != expected[key].shape:
+            raise IncompatibleAdapterError(
+                f"{source}: {key} for site {site} has shape {tuple(value.shape)}, the model needs {tuple(expected[key].shape)}"
+            )
+    module.load_state_dict(state)
+
+
+def _check_head(model: nn.Module, head: dict[str, torch.Tensor], source: Path) -> None:
+    params = model.state_dict()  # keeps tied names (T5's lm_head.weight) that named_parameters drops
+    for key, value in head.items():
+        if key not in params:
+            raise IncompatibleAdapterError(
+                f"{source}: head parameter {key} does not exist in {type(model).__name__} "
+                f"(an AdapterHub flex head? import with with_head=False)"
+            )
+        if params[key].shape != value.shape:
+            raise IncompatibleAdapterError(
+                f"{source}: head parameter {key} has shape {tuple(value.shape)}, the model's is {tuple(params[key].shape)}"
+            )
+
+
+def _read_head(src: Path, allow_bin: bool) -> dict[str, torch.Tensor]:
+    if not (src / SAFE_HEAD_FILE).is_file() and not (src / BIN_HEAD_FILE).is_file():
+        return {}
+    return _read_weights(src / SAFE_HEAD_FILE, src / BIN_HEAD_FILE, allow_bin)
+
+
+# ---------------------------------------------------------------- files
+
+
+def _strip(path: str, prefix: str) -> str:
+    return path[len(prefix) + 1:] if prefix and path.startswith(prefix + ".") else path
+
+
+def _write_weights(tensors: dict[str, torch.Tensor], safe: Path, binary: Path, weights: str) -> None:
+    tensors = {k: v.contiguous() for k, v in tensors.items()}
+    if weights in ("both", "safetensors"):
+        _atomic(safe, lambda tmp: save_file(tensors, tmp))
+    elif safe.exists():
+        safe.unlink()  # never leave a stale file of the other format behind
+    if weights in ("both", "bin"):
+        _atomic(binary, lambda tmp: torch.save(tensors, tmp))  # a dict of tensors only
+    elif binary.exists():
+        binary.unlink()
+
+
+def _read_weights(safe: Path, binary: Path, allow_bin: bool) -> dict[str, torch.Tensor]:
+    if safe.is_file():
+        return _read_safetensors(safe)
+    if binary.is_file():
+        if not allow_bin:
+            raise AdapterkitError(
+                f"{binary.parent}: has only {binary.name} (a pickle); re-save it with "
+                f"`model.save_adapter(..., use_safetensors=True)` or pass allow_bin=True to read it "
+                f"with torch.load(weights_only=True)"
+            )
+        return torch.load(binary, map_location="cpu", weights_only=True)
+    raise AdapterkitError(f"{safe.parent}: no {safe.name} or {binary.name}")
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise AdapterkitError(f"{path}: missing")
+    try:
+        return load_file(str(path))
+    except Exception as e:  # safetensors raises its own error types for corrupt files
+        raise AdapterkitError(f"{path}: unreadable safetensors file ({e})") from None
+
+
+def _read_json(path: Path, what: str) -> dict:
+    if not path.is_file():
+        raise AdapterkitError(f"{path.parent}: not {what} (no {path.name})")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise AdapterkitError(f"{path}: malformed JSON ({e})") from None
+
+
+def _write_json(path: Path, data: dict) -> None:
+    _atomic(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2, sort_keys=True)))
+
+
+def _atomic(target: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
