@@ -181,6 +181,60 @@ def test_import_into_other_model_fails_and_leaves_it_clean(tmp_path):
     assert ak.list_adapters(deeper) == []
 
 
+def _cli(*args):
+    import typer
+    from typer.testing import CliRunner
+
+    from adapterkit.cli import interop as interop_cli
+
+    app = typer.Typer()
+    interop_cli.register(app)
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def test_cli_export_then_import_through_a_model_folder(tmp_path):
+    model, inputs = _trained("bert", sharing=3)
+    expected = _logits(model, inputs)
+    ak.save_adapter(model, "a", tmp_path / "ak")
+    build("bert")[0].save_pretrained(tmp_path / "backbone")
+
+    result = _cli("export", tmp_path / "ak", tmp_path / "hub", "--to", "adapterhub", "--name", "task")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == str(tmp_path / "hub")
+    assert json.loads((tmp_path / "hub" / "adapter_config.json").read_text())["name"] == "task"
+    result = _cli("import", tmp_path / "hub", tmp_path / "back", "--from", "adapterhub", "--model", tmp_path / "backbone")
+    assert result.exit_code == 0, result.output
+
+    fresh, _ = build("bert")
+    assert ak.load_adapter(fresh, str(tmp_path / "back")) == "task"
+    assert (_logits(fresh, inputs) - expected).abs().max() < TOL
+    assert len(fresh.adapterkit.plans["task"].groups) == 8  # one module per site after the round trip
+
+
+def test_cli_import_from_bare_config_refuses_a_head_it_cannot_complete(tmp_path):
+    model, inputs = _trained("bert")
+    export_adapterhub(model, "a", tmp_path / "hub", weights="safetensors")
+    from safetensors.torch import load_file, save_file
+
+    head_file = tmp_path / "hub" / "model_head.safetensors"  # as `adapters` writes it: no pooler
+    save_file({k: v for k, v in load_file(str(head_file)).items() if k.startswith("classifier.")}, str(head_file))
+    build("bert")[0].config.to_json_file(tmp_path / "config.json")
+    result = _cli("import", tmp_path / "hub", tmp_path / "out", "--from", "adapterhub", "--model", tmp_path / "config.json")
+    assert isinstance(result.exception, ak.AdapterkitError) and "pooler" in str(result.exception)
+    assert not (tmp_path / "out").exists()
+    result = _cli("import", tmp_path / "hub", tmp_path / "out", "--from", "adapterhub", "--model",
+                  tmp_path / "config.json", "--no-head")
+    assert result.exit_code == 0, result.output
+    fresh, _ = build("bert")
+    ak.load_adapter(fresh, str(tmp_path / "out"))
+    with torch.no_grad():
+        for name, p in ak.head_parameters(fresh).items():
+            p.copy_(dict(model.named_parameters())[name])
+    assert (_logits(fresh, inputs) - _logits(model, inputs)).abs().max() < TOL
+    result = _cli("export", tmp_path / "out", tmp_path / "x", "--to", "peft")
+    assert isinstance(result.exception, ak.AdapterkitError) and "supported formats are adapterhub" in str(result.exception)
+
+
 # ---------------------------------------------------------------- with the `adapters` library
 
 

@@ -11,6 +11,7 @@ _EXPORTS = {
     "export_adapterhub": "adapterkit.interop.adapterhub",
     "convert_to_adapterhub": "adapterkit.interop.adapterhub",
     "import_adapterhub": "adapterkit.interop.adapterhub",
+    "convert_from_adapterhub": "adapterkit.interop.adapterhub",
     "read_adapterhub": "adapterkit.interop.adapterhub",
 }
 

@@ -299,6 +299,66 @@ def import_adapterhub(
     return name
 
 
+def convert_from_adapterhub(
+    src: str | os.PathLike,
+    dest: str | os.PathLike,
+    model: str | None = None,
+    name: str | None = None,
+    with_head: bool = True,
+    allow_bin: bool = False,
+) -> Path:
+    """Convert an AdapterHub adapter folder into a saved adapterkit folder `dest`.
+
+    Sites are placed on the backbone `model` (a model folder, hub name or bare config.json;
+    default: the `model_name` the AdapterHub config records), built as the config's
+    `model_class` when transformers has that class, else as the bare backbone (no head).
+    With a bare config.json the backbone is randomly initialised, so a head that includes
+    backbone parameters (BERT's pooler) cannot be written: pass the model folder, or no head.
+    """
+    from adapterkit.io import save_adapter
+    from adapterkit.model import head_parameters
+
+    src = Path(src)
+    hub_config = _read_json(src / CONFIG_FILE, "an AdapterHub adapter")
+    source = model or hub_config.get("model_name")
+    if not source:
+        raise AdapterkitError(f"{src}: the AdapterHub config names no base model; give one (--model)")
+    has_head = with_head and ((src / SAFE_HEAD_FILE).is_file() or (src / BIN_HEAD_FILE).is_file())
+    backbone, random_weights = _build_backbone(source, hub_config.get("model_class"), src if has_head else None)
+    name = import_adapterhub(backbone, src, name=name, with_head=has_head, allow_bin=allow_bin)
+    if has_head and random_weights:
+        missing = sorted(set(head_parameters(backbone)) - set(_read_head(src, allow_bin)))
+        if missing:
+            raise AdapterkitError(
+                f"the head of {type(backbone).__name__} includes {missing[0]}, which the AdapterHub head does not "
+                f"carry and a bare config cannot provide: pass the model folder, or convert without the head"
+            )
+    return save_adapter(backbone, name, dest, include_head=has_head)
+
+
+def _build_backbone(source: str, model_class: str | None, head_src: Path | None):
+    """(model, randomly initialised?) for `source`, as `model_class` if transformers has it."""
+    import transformers
+
+    from adapterkit import backbone
+
+    config = backbone.load_config(source)
+    head_config = _read_json(head_src / HEAD_CONFIG_FILE, "a head") if head_src and (head_src / HEAD_CONFIG_FILE).is_file() else {}
+    if head_config.get("num_labels"):
+        config.num_labels = head_config["num_labels"]
+    cls = getattr(transformers, model_class or "", None)
+    if cls is None or not hasattr(cls, "from_pretrained"):
+        cls = transformers.AutoModel
+    path = backbone.resolve_model(source)
+    if Path(path).suffix == ".json":
+        model = cls.from_config(config) if cls is transformers.AutoModel else cls(config)
+        return model.eval(), True
+    try:
+        return cls.from_pretrained(path, config=config).eval(), False
+    except OSError as e:
+        raise AdapterkitError(f"could not load {source!r}: {str(e).splitlines()[0]}") from None
+
+
 def config_from_adapterhub(
     hub_config: dict, tensors: dict[str, torch.Tensor], source: Path, stack_sizes: list[int]
 ) -> BottleneckConfig:
