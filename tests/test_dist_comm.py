@@ -250,3 +250,30 @@ def test_launch_inside_torchrun_is_a_no_op(monkeypatch):
     assert maybe_launch(["train"], nproc=4, nnodes=2) is False
     with pytest.raises(AdapterkitError, match="multiple"):
         maybe_launch(["train"], nproc=3, nnodes=2)
+
+
+def _own_reducer(rank: int) -> dict:
+    from adapterkit.dist.reducer import BucketReducer
+
+    model = _Frozen()
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    reducer = BucketReducer(list(model.parameters()), build_topology(), "none", bucket_mb=0.001)
+    x = torch.randn(8, 16, generator=torch.Generator().manual_seed(rank))
+    model(x).pow(2).mean().backward()
+    local = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    exact = {n: g.clone() for n, g in local.items()}
+    for g in exact.values():
+        dist.all_reduce(g)
+        g /= dist.get_world_size()
+    reducer.reduce()
+    order = [names[i] for bucket in reducer.buckets for i in bucket]
+    err = max((p.grad - exact[n]).abs().max().item() for n, p in model.named_parameters() if p.grad is not None)
+    return dict(order=order, nbuckets=len(reducer.buckets), err=err, cross=reducer.stats.cross_bytes)
+
+
+def test_own_reducer_buckets_in_readiness_order_and_averages():
+    results = run_local(_own_reducer, 4, nnodes=2)
+    r0 = results[0]
+    assert all(r["err"] <= 1e-6 for r in results)
+    assert r0["order"][0].startswith("head") and r0["order"][-1].startswith("adapters.0")
+    assert 1 < r0["nbuckets"] < len(r0["order"]) and r0["cross"] > 0
