@@ -279,19 +279,20 @@ def test_adapters_library_reproduces_placement_and_options(tmp_path, adapters_li
 def test_import_adapter_saved_by_adapters_library(tmp_path, adapters_lib, family, bn_kwargs):
     hub_model, inputs = build(family)
     adapters_lib.init(hub_model)
-    hub_model.add_adapter("hub", config=adapters_lib.DoubleSeqBnConfig(**{"reduction_factor": 4, **bn_kwargs}))
+    hub_model.add_adapter("my-task", config=adapters_lib.DoubleSeqBnConfig(**{"reduction_factor": 4, **bn_kwargs}))
     torch.manual_seed(4)
     with torch.no_grad():
         for name, p in hub_model.named_parameters():
-            if ".hub." in name:
+            if ".my-task." in name:
                 p.normal_(std=0.2)
-    hub_model.set_active_adapters("hub")
+    hub_model.set_active_adapters("my-task")
     expected = _logits(hub_model, inputs)
-    hub_model.save_adapter(str(tmp_path / "bin"), "hub")
-    hub_model.save_adapter(str(tmp_path / "safe"), "hub", use_safetensors=True)
+    assert (_logits(build(family)[0], inputs) - expected).abs().max() > 0.05  # the adapter matters
+    hub_model.save_adapter(str(tmp_path / "bin"), "my-task")
+    hub_model.save_adapter(str(tmp_path / "safe"), "my-task", use_safetensors=True)
 
     model, _ = build(family)
-    assert import_adapterhub(model, tmp_path / "safe") == "hub"
+    assert import_adapterhub(model, tmp_path / "safe") == "my_task"  # made an identifier
     assert (_logits(model, inputs) - expected).abs().max() < TOL
     with pytest.raises(ak.AdapterkitError, match="only pytorch_adapter.bin"):
         import_adapterhub(build(family)[0], tmp_path / "bin")

@@ -30,113 +30,44 @@ import with that reason.
 Import (`import_adapterhub(model, src)`) loads an AdapterHub bottleneck adapter with those
 flags into a model as an adapterkit adapter with `sharing="none"` (each site its own module).
 
-Module names differ per family; `FAMILY_RULES` says, for each model type checked against
+Module names differ per family; `adapterhub_format.FAMILY_RULES` says, for each model type checked against
 `adapters` 1.3.0, how an adapterkit site path maps to the AdapterHub module path.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import tempfile
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from adapterkit.config import BottleneckConfig
 from adapterkit.errors import AdapterkitError, IncompatibleAdapterError
-
-CONFIG_FILE = "adapter_config.json"
-SAFE_WEIGHTS_FILE = "adapter.safetensors"
-BIN_WEIGHTS_FILE = "pytorch_adapter.bin"
-HEAD_CONFIG_FILE = "head_config.json"
-SAFE_HEAD_FILE = "model_head.safetensors"
-BIN_HEAD_FILE = "pytorch_model_head.bin"
-WEIGHT_FORMATS = ("both", "safetensors", "bin")
-FORMAT_VERSION = "adapters.1.3.0"  # the `adapters` release these files were checked against
-
-ACTIVATIONS = ("gelu", "relu", "swish", "silu", "tanh")  # same functions under the same names
-
-# The AdapterHub BnConfig flags that reproduce adapterkit's computation (see the docstring).
-EXACT_FLAGS = {
-    "original_ln_before": False,
-    "original_ln_after": True,
-    "residual_before_ln": True,
-    "adapter_residual_before_ln": False,
-    "ln_before": False,
-    "ln_after": False,
-    "is_parallel": False,
-    "use_gating": False,
-    "phm_layer": False,
-    "inv_adapter": None,
-    "cross_adapter": False,
-    "stochastic_depth": 0.0,
-}
-
-# adapterkit parameter name -> AdapterHub parameter name, inside one adapter module
-PARAM_NAMES = {
-    "down.weight": "adapter_down.0.weight",
-    "down.bias": "adapter_down.0.bias",
-    "up.weight": "adapter_up.weight",
-    "up.bias": "adapter_up.bias",
-}
-
-# Site kind -> (regex on the end of an adapterkit site path, replacement giving the module
-# that holds AdapterHub's `adapters` dict for that site).
-_SUBLAYER = {  # BERT-likes: the adapter lives in BertSelfOutput / BertOutput
-    "attn": (r"\.attention\.output\.dense$", ".attention.output.adapters"),
-    "ffn": (r"\.output\.dense$", ".output.adapters"),
-}
-_T5 = {
-    "attn": (r"\.layer\.0\.SelfAttention\.o$", ".layer.0.adapters"),
-    "ffn": (r"\.layer\.(1|2)\.DenseReluDense\.wo$", r".layer.\1.adapters"),
-}
-
-
-def _on_layer(attn: str, ffn: str) -> dict[str, tuple[str, str]]:
-    """Families where `adapters` hangs attention_adapters / output_adapters on the layer."""
-    return {
-        "attn": (rf"\.{re.escape(attn)}$", ".attention_adapters.adapters"),
-        "ffn": (rf"\.{re.escape(ffn)}$", ".output_adapters.adapters"),
-    }
-
-
-FAMILY_RULES: dict[str, dict[str, tuple[str, str]]] = {
-    "bert": _SUBLAYER,
-    "roberta": _SUBLAYER,
-    "xlm-roberta": _SUBLAYER,
-    "electra": _SUBLAYER,
-    "distilbert": _on_layer("attention.out_lin", "ffn.lin2"),
-    "gpt2": _on_layer("attn.c_proj", "mlp.c_proj"),
-    "gptj": _on_layer("attn.out_proj", "mlp.fc_out"),
-    "llama": _on_layer("self_attn.o_proj", "mlp.down_proj"),
-    "mistral": _on_layer("self_attn.o_proj", "mlp.down_proj"),
-    "bart": _on_layer("self_attn.out_proj", "fc2"),
-    "mbart": _on_layer("self_attn.out_proj", "fc2"),
-    "t5": _T5,
-    "mt5": _T5,
-}
-
-
-def hub_module_path(model_type: str, site_path: str, kind: str) -> str:
-    """The AdapterHub module path (ending in `.adapters`) for one adapterkit site."""
-    rules = FAMILY_RULES.get(model_type)
-    if rules is None:
-        raise AdapterkitError(
-            f"AdapterHub interop knows the module names of {', '.join(sorted(FAMILY_RULES))}; "
-            f"model type {model_type!r} is not one of them (add it to adapterkit.interop.adapterhub.FAMILY_RULES)"
-        )
-    pattern, replacement = rules[kind]
-    hub_path, n = re.subn(pattern, replacement, site_path)
-    if n != 1:
-        raise AdapterkitError(
-            f"site {site_path} ({kind}) is not where AdapterHub puts the {kind} adapter of a {model_type} model "
-            f"(expected a path matching {pattern!r}); adapters placed with custom targets cannot be exported"
-        )
-    return hub_path
-
+from adapterkit.interop.adapterhub_format import (  # noqa: F401  (FAMILY_RULES, EXACT_FLAGS: public names)
+    ACTIVATIONS,
+    BIN_HEAD_FILE,
+    BIN_WEIGHTS_FILE,
+    CONFIG_FILE,
+    EXACT_FLAGS,
+    FAMILY_RULES,
+    FORMAT_VERSION,
+    HEAD_CONFIG_FILE,
+    PARAM_NAMES,
+    SAFE_HEAD_FILE,
+    SAFE_WEIGHTS_FILE,
+    WEIGHT_FORMATS,
+    hub_module_path,
+    read_head,
+    read_json,
+    read_safetensors,
+    read_weights,
+    reduction_factor_for,
+    strip_prefix,
+    write_json,
+    write_weights,
+)
 
 # ---------------------------------------------------------------- export
 
@@ -166,7 +97,7 @@ def convert_to_adapterhub(
     _check_exportable(config, src / AK_CONFIG)
     name = name or manifest["name"]
     base = manifest["base_model"]
-    tensors = _read_safetensors(src / WEIGHTS_FILE)
+    tensors = read_safetensors(src / WEIGHTS_FILE)
     hub_tensors = {}
     for site in manifest["sites"]:
         prefix = f"{hub_module_path(base['model_type'], site['path'], site['kind'])}.{name}"
@@ -174,13 +105,16 @@ def convert_to_adapterhub(
             hub_tensors[f"{prefix}.{theirs}"] = tensors[f"{site['group']}.{ours}"].clone()  # per-site copy
     hub_config = _hub_config(config, manifest, name)
     dest.mkdir(parents=True, exist_ok=True)
-    _write_weights(hub_tensors, dest / SAFE_WEIGHTS_FILE, dest / BIN_WEIGHTS_FILE, weights)
+    write_weights(hub_tensors, dest / SAFE_WEIGHTS_FILE, dest / BIN_WEIGHTS_FILE, weights)
     head_path = src / HEAD_FILE
     if head_path.is_file():
-        head = _read_safetensors(head_path)
-        _write_weights(head, dest / SAFE_HEAD_FILE, dest / BIN_HEAD_FILE, weights)
-        _write_json(dest / HEAD_CONFIG_FILE, _head_config(manifest))
-    _write_json(dest / CONFIG_FILE, hub_config)
+        head = read_safetensors(head_path)
+        write_weights(head, dest / SAFE_HEAD_FILE, dest / BIN_HEAD_FILE, weights)
+        write_json(dest / HEAD_CONFIG_FILE, _head_config(manifest))
+    else:
+        for stale in (SAFE_HEAD_FILE, BIN_HEAD_FILE, HEAD_CONFIG_FILE):
+            (dest / stale).unlink(missing_ok=True)
+    write_json(dest / CONFIG_FILE, hub_config)
     return dest
 
 
@@ -235,14 +169,6 @@ def _head_config(manifest: dict) -> dict:
     }
 
 
-def reduction_factor_for(hidden: int, bottleneck: int) -> float:
-    """A factor r with int(hidden // r) == bottleneck (how `adapters` sizes its bottleneck)."""
-    factor = hidden // bottleneck if hidden % bottleneck == 0 else hidden / (bottleneck + 0.5)
-    if int(hidden // factor) != bottleneck:
-        raise AdapterkitError(f"no AdapterHub reduction factor gives bottleneck {bottleneck} for hidden size {hidden}")
-    return factor
-
-
 def _leave_out(manifest: dict) -> list[int]:
     """AdapterHub numbers layers across stacks (decoder layers after encoder layers)."""
     counts = manifest["base_model"]["num_layers"]
@@ -261,8 +187,8 @@ def read_adapterhub(src: str | os.PathLike, allow_bin: bool = False) -> tuple[di
     is refused unless `allow_bin=True`, which reads it with `torch.load(weights_only=True)`.
     """
     src = Path(src)
-    config = _read_json(src / CONFIG_FILE, "an AdapterHub adapter")
-    weights = _read_weights(src / SAFE_WEIGHTS_FILE, src / BIN_WEIGHTS_FILE, allow_bin)
+    config = read_json(src / CONFIG_FILE, "an AdapterHub adapter")
+    weights = read_weights(src / SAFE_WEIGHTS_FILE, src / BIN_WEIGHTS_FILE, allow_bin)
     return config, weights
 
 
@@ -284,9 +210,11 @@ def import_adapterhub(
     src = Path(src)
     hub_config, tensors = read_adapterhub(src, allow_bin)
     hub_name = hub_config.get("name")
-    name = name or hub_name
+    if not hub_name:
+        raise AdapterkitError(f"{src / CONFIG_FILE}: no adapter name")
+    name = name or re.sub(r"\W", "_", hub_name)  # AdapterHub names may hold "-"; ours are identifiers
     config = config_from_adapterhub(hub_config, tensors, src, _stack_sizes(model))
-    head = _read_head(src, allow_bin) if with_head else {}
+    head = read_head(src, allow_bin) if with_head else {}
     _check_head(model, head, src)
     plan = add_adapter(model, name, config, activate=activate)
     try:
@@ -319,7 +247,7 @@ def convert_from_adapterhub(
     from adapterkit.model import head_parameters
 
     src = Path(src)
-    hub_config = _read_json(src / CONFIG_FILE, "an AdapterHub adapter")
+    hub_config = read_json(src / CONFIG_FILE, "an AdapterHub adapter")
     source = model or hub_config.get("model_name")
     if not source:
         raise AdapterkitError(f"{src}: the AdapterHub config names no base model; give one (--model)")
@@ -327,7 +255,7 @@ def convert_from_adapterhub(
     backbone, random_weights = _build_backbone(source, hub_config.get("model_class"), src if has_head else None)
     name = import_adapterhub(backbone, src, name=name, with_head=has_head, allow_bin=allow_bin)
     if has_head and random_weights:
-        missing = sorted(set(head_parameters(backbone)) - set(_read_head(src, allow_bin)))
+        missing = sorted(set(head_parameters(backbone)) - set(read_head(src, allow_bin)))
         if missing:
             raise AdapterkitError(
                 f"the head of {type(backbone).__name__} includes {missing[0]}, which the AdapterHub head does not "
@@ -343,7 +271,7 @@ def _build_backbone(source: str, model_class: str | None, head_src: Path | None)
     from adapterkit import backbone
 
     config = backbone.load_config(source)
-    head_config = _read_json(head_src / HEAD_CONFIG_FILE, "a head") if head_src and (head_src / HEAD_CONFIG_FILE).is_file() else {}
+    head_config = read_json(head_src / HEAD_CONFIG_FILE, "a head") if head_src and (head_src / HEAD_CONFIG_FILE).is_file() else {}
     if head_config.get("num_labels"):
         config.num_labels = head_config["num_labels"]
     cls = getattr(transformers, model_class or "", None)
@@ -407,10 +335,10 @@ def _bottleneck_dim(tensors: dict[str, torch.Tensor], source: Path) -> int:
 def _fill_from_hub(model, modules, plan, tensors, hub_name: str, source: Path) -> None:
     model_type = getattr(model.config, "model_type", "")
     prefix = getattr(model, "base_model_prefix", "")
-    by_path = {_strip(k, prefix): v for k, v in tensors.items()}
+    by_path = {strip_prefix(k, prefix): v for k, v in tensors.items()}
     used = set()
     for gid, (site,) in plan.groups.items():
-        module = _strip(hub_module_path(model_type, site.path, site.kind), prefix)
+        module = strip_prefix(hub_module_path(model_type, site.path, site.kind), prefix)
         state = {}
         for ours, theirs in PARAM_NAMES.items():
             key = f"{module}.{hub_name}.{theirs}"
@@ -474,74 +402,3 @@ def _check_head(model: nn.Module, head: dict[str, torch.Tensor], source: Path) -
             )
 
 
-def _read_head(src: Path, allow_bin: bool) -> dict[str, torch.Tensor]:
-    if not (src / SAFE_HEAD_FILE).is_file() and not (src / BIN_HEAD_FILE).is_file():
-        return {}
-    return _read_weights(src / SAFE_HEAD_FILE, src / BIN_HEAD_FILE, allow_bin)
-
-
-# ---------------------------------------------------------------- files
-
-
-def _strip(path: str, prefix: str) -> str:
-    return path[len(prefix) + 1:] if prefix and path.startswith(prefix + ".") else path
-
-
-def _write_weights(tensors: dict[str, torch.Tensor], safe: Path, binary: Path, weights: str) -> None:
-    tensors = {k: v.contiguous() for k, v in tensors.items()}
-    if weights in ("both", "safetensors"):
-        _atomic(safe, lambda tmp: save_file(tensors, tmp))
-    elif safe.exists():
-        safe.unlink()  # never leave a stale file of the other format behind
-    if weights in ("both", "bin"):
-        _atomic(binary, lambda tmp: torch.save(tensors, tmp))  # a dict of tensors only
-    elif binary.exists():
-        binary.unlink()
-
-
-def _read_weights(safe: Path, binary: Path, allow_bin: bool) -> dict[str, torch.Tensor]:
-    if safe.is_file():
-        return _read_safetensors(safe)
-    if binary.is_file():
-        if not allow_bin:
-            raise AdapterkitError(
-                f"{binary.parent}: has only {binary.name} (a pickle); re-save it with "
-                f"`model.save_adapter(..., use_safetensors=True)` or pass allow_bin=True to read it "
-                f"with torch.load(weights_only=True)"
-            )
-        return torch.load(binary, map_location="cpu", weights_only=True)
-    raise AdapterkitError(f"{safe.parent}: no {safe.name} or {binary.name}")
-
-
-def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise AdapterkitError(f"{path}: missing")
-    try:
-        return load_file(str(path))
-    except Exception as e:  # safetensors raises its own error types for corrupt files
-        raise AdapterkitError(f"{path}: unreadable safetensors file ({e})") from None
-
-
-def _read_json(path: Path, what: str) -> dict:
-    if not path.is_file():
-        raise AdapterkitError(f"{path.parent}: not {what} (no {path.name})")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise AdapterkitError(f"{path}: malformed JSON ({e})") from None
-
-
-def _write_json(path: Path, data: dict) -> None:
-    _atomic(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2, sort_keys=True)))
-
-
-def _atomic(target: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
