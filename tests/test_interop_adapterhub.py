@@ -287,7 +287,7 @@ def test_import_adapter_saved_by_adapters_library(tmp_path, adapters_lib, family
                 p.normal_(std=0.2)
     hub_model.set_active_adapters("my-task")
     expected = _logits(hub_model, inputs)
-    assert (_logits(build(family)[0], inputs) - expected).abs().max() > 0.05  # the adapter matters
+    assert (_logits(build(family)[0], inputs) - expected).abs().max() > 100 * TOL  # the adapter matters
     hub_model.save_adapter(str(tmp_path / "bin"), "my-task")
     hub_model.save_adapter(str(tmp_path / "safe"), "my-task", use_safetensors=True)
 
