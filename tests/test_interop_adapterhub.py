@@ -13,7 +13,7 @@ import adapterkit as ak
 from adapterkit.interop import adapterhub as ah
 from adapterkit.interop import convert_to_adapterhub, export_adapterhub, import_adapterhub
 from adapterkit.model import adapter_config
-from tests.tiny_models import build
+from tests.tiny_models import FAMILIES, build
 
 TOL = 1e-5
 
@@ -246,8 +246,12 @@ def _load_with_adapters(adapters, family, folder, **kwargs):
     return model, inputs
 
 
-@pytest.mark.parametrize("family, sharing", [
-    ("bert", 1), ("bert", 3), ("bert", "none"), ("roberta", 3), ("gpt2", 3), ("llama", "none"), ("t5", 3),
+# BERT with every sharing, and every family of FAMILY_RULES that tests/tiny_models builds
+_HUB_FAMILIES = sorted(f for f in FAMILIES if f.replace("_", "-") in ah.FAMILY_RULES and f != "bert")
+
+
+@pytest.mark.parametrize("family, sharing", [("bert", 1), ("bert", 3), ("bert", "none")] + [
+    (family, "none" if i % 2 else 3) for i, family in enumerate(_HUB_FAMILIES)
 ])
 def test_adapters_library_reproduces_exported_adapter(tmp_path, adapters_lib, family, sharing):
     model, inputs = _trained(family, sharing=sharing)

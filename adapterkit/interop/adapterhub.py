@@ -25,7 +25,8 @@ LayerNorm come after). Houlsby placement sets `mh_adapter` and `output_adapter`
 (`double_seq_bn` with these flags); Pfeiffer placement only `output_adapter`. AdapterHub's
 own `seq_bn` (Pfeiffer) config has `original_ln_before=True`: its adapter reads LN(h + x),
 which an adapter on the projection output cannot compute, so such adapters are refused on
-import with that reason.
+import with that reason. Dropout (training only) differs in place: adapterkit drops the
+bottleneck activations, AdapterHub the up-projection's output; `dropout` is carried over as is.
 
 Import (`import_adapterhub(model, src)`) loads an AdapterHub bottleneck adapter with those
 flags into a model as an adapterkit adapter with `sharing="none"` (each site its own module).

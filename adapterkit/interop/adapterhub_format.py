@@ -69,6 +69,8 @@ def _on_layer(attn: str, ffn: str) -> dict[str, tuple[str, str]]:
     }
 
 
+# Each family's export was checked against `adapters` 1.3.0 to 1e-5 on tiny models; the test
+# suite repeats it for the families tests/tiny_models builds (all but xlm-roberta, mbart, mt5).
 FAMILY_RULES: dict[str, dict[str, tuple[str, str]]] = {
     "bert": _SUBLAYER,
     "roberta": _SUBLAYER,
