@@ -277,3 +277,17 @@ def test_own_reducer_buckets_in_readiness_order_and_averages():
     assert all(r["err"] <= 1e-6 for r in results)
     assert r0["order"][0].startswith("head") and r0["order"][-1].startswith("adapters.0")
     assert 1 < r0["nbuckets"] < len(r0["order"]) and r0["cross"] > 0
+
+
+def _simulated_nodes(rank: int) -> dict:
+    import os
+
+    os.environ["ADAPTERKIT_DIST_NNODES"] = "2"  # what maybe_launch(nnodes=2) exports on one machine
+    topo = build_topology()
+    return dict(topo.describe(), cross=topo.cross_ranks)
+
+
+def test_simulated_nodes_from_environment():
+    results = run_local(_simulated_nodes, 4, nnodes=1)  # torchrun says: one node of 4
+    assert results[0] == dict(world=4, nnodes=2, local_world_size=2, hierarchical=True, cross=(0, 2))
+    assert results[3]["cross"] == (1, 3)

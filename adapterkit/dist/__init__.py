@@ -7,7 +7,8 @@ with error feedback), as in the EasyTransfer paper's Whale engine (section 3.2).
     if akd.maybe_launch(argv, nproc=4, nnodes=2):   # re-runs the command under torchrun
         return
     akd.init_distributed()
-    run = akd.wrap_for_strategy(model, "ddp", compression="fp16", bucket_mb=4)
+    run = akd.wrap_for_strategy(model, "ddp", akd.DistConfig(compression="fp16", bucket_mb=4))
+    loss = run.step(run.shard(batch))               # forward, backward, gradient sync
 
 Names load lazily: `import adapterkit.dist` does not import torch.
 """
@@ -28,7 +29,12 @@ _EXPORTS = {
     "write_comm_stats": "adapterkit.dist.stats",
     "hierarchical_hook": "adapterkit.dist.hook",
     "register_hook": "adapterkit.dist.hook",
+    "BucketReducer": "adapterkit.dist.reducer",
     "run_local": "adapterkit.dist.local",
+    "DistConfig": "adapterkit.dist.strategies",
+    "wrap_for_strategy": "adapterkit.dist.strategies",
+    "register_strategy": "adapterkit.dist.strategies",
+    "DistRun": "adapterkit.dist.run",
 }
 
 __all__ = list(_EXPORTS)
