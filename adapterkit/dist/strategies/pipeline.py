@@ -171,7 +171,8 @@ def _build(model: nn.Module, config: DistConfig, with_ddp: bool) -> DistRun:
     pp_groups = [dist.new_group(g) if replicas > 1 else None for g in pp_lists]
     stage_module = build_stage(model, n_stages, stage_idx)
     names = {id(p): n for n, p in model.named_parameters()}
-    meta = {"stages": n_stages, "replicas": replicas, "schedule": config.schedule, "microbatches": config.microbatches}
+    meta = {"stages": n_stages, "replicas": replicas, "schedule": config.schedule, "microbatches": config.microbatches,
+            "bytes_instrumented": "data-parallel gradients only; activations between stages are not counted"}
     reducer = None
     if with_ddp:
         topo = build_topology(hierarchical=config.hierarchical, nnodes=config.nnodes, dp_groups=dp_lists)
