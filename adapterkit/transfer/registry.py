@@ -1,0 +1,88 @@
+"""The registry of transfer algorithms: one decorator, one verb.
+
+An algorithm is a function `run(spec: TransferSpec) -> dict` registered under a name:
+
+    @register_algorithm("fs")
+    def fully_shared(spec): ...
+
+It returns a JSON-able dict with at least `test` (target-domain test metrics: accuracy, f1)
+and writes what it trains (adapters, heads) under `spec.output` when that is set.
+`run_algorithm(name, spec)` runs one, times it and writes `results.json`.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from adapterkit.errors import AdapterkitError
+
+Algorithm = Callable[["TransferSpec"], dict]
+ALGORITHMS: dict[str, Algorithm] = {}
+# modules whose import registers the built-in algorithms (one module per family)
+_BUILTIN_MODULES = ("feature", "instance", "baselines", "distill", "meta")
+
+
+@dataclass
+class TransferSpec:
+    """What every transfer algorithm gets. Algorithm-specific settings go in `options`."""
+
+    source: list[str]
+    target: str
+    target_shots: int | None = None  # None: the whole target train split
+    model: str | None = None  # default: bundled all-MiniLM-L6-v2
+    seed: int = 0
+    output: str | None = None
+    max_seq_len: int = 128
+    batch_size: int = 16
+    epochs: int = 3
+    lr: float = 1e-3
+    bottleneck_dim: int = 64
+    sharing: Any = 1
+    quick: bool = False  # tiny sizes for tests: few rows, few steps
+    data_dir: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.source and self.target is None:
+            raise AdapterkitError("give at least a target domain")
+        if self.target in self.source:
+            raise AdapterkitError(f"target {self.target!r} is also a source domain")
+        if self.target_shots is not None and self.target_shots < 2:
+            raise AdapterkitError(f"target_shots must be >= 2, got {self.target_shots}")
+
+
+def register_algorithm(name: str) -> Callable[[Algorithm], Algorithm]:
+    def decorate(fn: Algorithm) -> Algorithm:
+        if name in ALGORITHMS:
+            raise ValueError(f"transfer algorithm {name!r} is already registered")
+        ALGORITHMS[name] = fn
+        return fn
+
+    return decorate
+
+
+def load_builtin_algorithms() -> None:
+    for module in _BUILTIN_MODULES:
+        try:
+            importlib.import_module(f"adapterkit.transfer.{module}")
+        except ModuleNotFoundError as e:
+            if e.name != f"adapterkit.transfer.{module}":
+                raise
+
+
+def run_algorithm(name: str, spec: TransferSpec) -> dict:
+    load_builtin_algorithms()
+    if name not in ALGORITHMS:
+        raise AdapterkitError(f"unknown transfer algorithm {name!r}; known: {', '.join(sorted(ALGORITHMS))}")
+    t0 = time.perf_counter()
+    result = ALGORITHMS[name](spec)
+    result = {"algorithm": name, "spec": asdict(spec), **result, "seconds": time.perf_counter() - t0}
+    if spec.output:
+        out = Path(spec.output)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.json").write_text(json.dumps(result, indent=2, default=str))
+    return result
