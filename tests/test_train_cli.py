@@ -105,3 +105,23 @@ def test_finished_output_is_not_overwritten(tiny_bert_dir, glue_dir, tmp_path):
     result = _cli("train", "--task", "cola", "--model", tiny_bert_dir, "--data-dir", glue_dir, "--output", out)
     assert result.returncode == 1 and "already holds a run" in result.stderr
     assert (out / "adapterkit_weights.safetensors").read_bytes() == before
+
+
+def test_train_push_publishes_with_metrics_and_loads_from_hub(tiny_bert_dir, glue_dir, tmp_path, monkeypatch):
+    import torch
+
+    import adapterkit as ak
+    from adapterkit.backbone import load_model
+    from adapterkit.evaluation import load_run
+
+    hub = tmp_path / "hub"
+    out = tmp_path / "run"
+    printed = _train(tiny_bert_dir, glue_dir, out, "sst2", "--push", "team/sst2:v1", "--hub", hub)
+    assert "pushed team/sst2:v1 version" in printed
+    monkeypatch.setenv("ADAPTERKIT_HUB", str(hub))
+    model = load_model(str(tiny_bert_dir), num_labels=2)
+    assert ak.load_adapter(model, "hub:team/sst2:v1") == "sst2"
+    reference, *_ = load_run(out)
+    ids = {"input_ids": torch.tensor([[101, 2023, 2003, 2204, 102]])}
+    model.eval()
+    assert torch.equal(model(**ids).logits, reference(**ids).logits)

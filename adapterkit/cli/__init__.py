@@ -28,7 +28,7 @@ def _root() -> None:
 
 
 # Modules that add their commands to `app` through a `register(app)` function.
-_COMMAND_MODULES = ["plan", "train", "hub", "info", "transfer", "distill", "multitask"]
+_COMMAND_MODULES = ["plan", "train", "hub", "info", "transfer", "distill", "multitask", "interop"]
 
 
 def _register_all() -> None:
