@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from adapterkit.atomic import atomic_write, write_json
 from adapterkit.config import BottleneckConfig
 from adapterkit.errors import AdapterkitError, IncompatibleAdapterError
 from adapterkit.model import (
@@ -66,10 +66,10 @@ def save_adapter(model: nn.Module, name: str, path: str | os.PathLike, include_h
     if config.train_layer_norms:
         for pname, p in layer_norm_parameters(model, plan.sites).items():
             tensors[f"layer_norms.{pname}"] = p.detach().contiguous()
-    _atomic(path / WEIGHTS_FILE, lambda tmp: save_file(tensors, tmp, metadata={"format": FORMAT}))
+    atomic_write(path / WEIGHTS_FILE, lambda tmp: save_file(tensors, tmp, metadata={"format": FORMAT}))
     head = {n: p.detach().contiguous() for n, p in head_parameters(model).items()} if include_head else {}
     if head:
-        _atomic(path / HEAD_FILE, lambda tmp: save_file(head, tmp, metadata={"format": FORMAT}))
+        atomic_write(path / HEAD_FILE, lambda tmp: save_file(head, tmp, metadata={"format": FORMAT}))
     elif (path / HEAD_FILE).exists():
         (path / HEAD_FILE).unlink()
     manifest = {
@@ -87,7 +87,7 @@ def save_adapter(model: nn.Module, name: str, path: str | os.PathLike, include_h
         "groups": {gid: [s.path for s in sites] for gid, sites in plan.groups.items()},
         "head": sorted(head),
     }
-    _atomic(path / CONFIG_FILE, lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=2)))
+    write_json(path / CONFIG_FILE, manifest)
     return path
 
 
@@ -227,18 +227,6 @@ def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
         return load_file(str(path))
     except Exception as e:  # safetensors raises its own error types for corrupt files
         raise AdapterkitError(f"{path}: unreadable safetensors file ({e})") from None
-
-
-def _atomic(target: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _version() -> str:

@@ -14,7 +14,6 @@ with one rename, so a killed run leaves the previous complete checkpoint or none
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import shutil
@@ -29,7 +28,8 @@ from adapterkit.checkpoint import load_checkpoint, save_checkpoint
 from adapterkit.config import BottleneckConfig
 from adapterkit.errors import AdapterkitError
 from adapterkit.evaluation import evaluate, make_batches
-from adapterkit.io import _atomic, save_adapter
+from adapterkit.atomic import write_json
+from adapterkit.io import save_adapter
 from adapterkit.model import add_adapter, count_parameters, train_adapter
 
 ADAPTER_LR, FULL_LR = 1e-3, 5e-5
@@ -99,7 +99,7 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> dict:
         state = load_checkpoint(out / "checkpoint", model, optimizer, scheduler, cfg.full_finetune)
         history, start_epoch, step = state["history"], state["epoch"] + 1, state["step"]
         log(f"resumed from {out / 'checkpoint'} after epoch {state['epoch'] + 1} (step {step})")
-    _write_json(out / "run_config.json", cfg.to_dict())
+    write_json(out / "run_config.json", cfg.to_dict())
     tokenizer.save_pretrained(str(out / "tokenizer"))
     key = main_metric(task)
     best = max(history, key=lambda h: main_score(task, h["dev"]), default=None)
@@ -150,7 +150,7 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> dict:
         "trainable_parameters": sum(p.numel() for p in trainable),
         "adapter_parameters": None if cfg.full_finetune else count_parameters(model, task.name),
     }
-    _write_json(out / "metrics.json", metrics)
+    write_json(out / "metrics.json", metrics)
     return metrics
 
 
@@ -205,9 +205,6 @@ def _prepare_output(out: Path, resume: bool) -> None:
         raise AdapterkitError(f"output {out} already holds a run; choose another --output, or pass --resume to continue it")
     out.mkdir(parents=True, exist_ok=True)
 
-
-def _write_json(path: Path, data) -> None:
-    _atomic(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2)))
 
 
 class _progress:

@@ -4,14 +4,14 @@ Checked against `adapters` 1.3.0 (see adapterkit.interop.adapterhub for the why)
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from adapterkit.atomic import atomic_write
+from adapterkit.atomic import write_json as atomic_json
 from adapterkit.errors import AdapterkitError
 
 CONFIG_FILE = "adapter_config.json"
@@ -127,11 +127,11 @@ def strip_prefix(path: str, prefix: str) -> str:
 def write_weights(tensors: dict[str, torch.Tensor], safe: Path, binary: Path, weights: str) -> None:
     tensors = {k: v.contiguous() for k, v in tensors.items()}
     if weights in ("both", "safetensors"):
-        _atomic(safe, lambda tmp: save_file(tensors, tmp))
+        atomic_write(safe, lambda tmp: save_file(tensors, tmp))
     elif safe.exists():
         safe.unlink()  # never leave a stale file of the other format behind
     if weights in ("both", "bin"):
-        _atomic(binary, lambda tmp: torch.save(tensors, tmp))  # a dict of tensors only
+        atomic_write(binary, lambda tmp: torch.save(tensors, tmp))  # a dict of tensors only
     elif binary.exists():
         binary.unlink()
 
@@ -172,16 +172,4 @@ def read_json(path: Path, what: str) -> dict:
 
 
 def write_json(path: Path, data: dict) -> None:
-    _atomic(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2, sort_keys=True)))
-
-
-def _atomic(target: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_json(path, data, sort_keys=True)
