@@ -42,6 +42,17 @@ struct Geometry {
   double scale;
 
   int64_t items() const { return B * H * nqb; }
+
+  // Work items per parallel chunk: small problems run on the calling thread,
+  // because waking a second thread costs more than they do (and a lot more on
+  // a machine whose cores are busy with other processes).
+  int64_t item_grain() const {
+    const int64_t flops_per_item = 4 * bs * bs * D * std::max<int64_t>(1, kmax);
+    return std::max<int64_t>(1, (int64_t{1} << 21) / std::max<int64_t>(1, flops_per_item));
+  }
+  int64_t block_grain() const {  // for per-key-block copies
+    return std::max<int64_t>(1, (int64_t{1} << 15) / std::max<int64_t>(1, bs * D));
+  }
   int64_t block_rows(int64_t blk) const { return std::min(bs, S - blk * bs); }
 };
 
@@ -191,24 +202,39 @@ inline void transpose_to(const T* src, int64_t ld_src, int64_t rows, int64_t col
     for (int64_t c0 = 0; c0 < cols; c0 += 16) {
       const int mr = static_cast<int>(std::min<int64_t>(16, rows - r0));
       const int nc = static_cast<int>(std::min<int64_t>(16, cols - c0));
-      at::vec::transpose_mxn<T>(src + r0 * ld_src + c0, ld_src, dst + c0 * ld_dst + r0, ld_dst, mr, nc);
+      const T* from = src + r0 * ld_src + c0;
+      T* to = dst + c0 * ld_dst + r0;
+      if (mr == 16 && nc == 16) {
+        at::vec::transpose_mxn<T, 16, 16>(from, ld_src, to, ld_dst);
+      } else {
+        at::vec::transpose_mxn<T>(from, ld_src, to, ld_dst, mr, nc);
+      }
     }
 }
 
-// K of every (batch, head) transposed to (D x S), so key blocks are GEMM right operands.
+// Every key block transposed: (B*H, nqb, D, bs), block j of (b, h) at
+// kt_block(kt, g, bh, j) with leading dimension bs, ready as a GEMM operand.
+// (Per-block rather than one D x S matrix: a row stride of S * 4 bytes makes
+// the transposed stores and the GEMM loads collide in the same cache sets.)
+template <typename T>
+inline const T* kt_block(const T* kt, const Geometry& g, int64_t bh, int64_t j) {
+  return kt + (bh * g.nqb + j) * g.D * g.bs;
+}
+
 template <typename T>
 inline at::Tensor transpose_keys(const at::Tensor& k, const Geometry& g) {
-  at::Tensor kt_tensor = at::empty({g.B * g.H, g.D, g.S}, k.options());
-  T* kt = kt_tensor.data_ptr<T>();
+  at::Tensor kt = at::empty({g.B * g.H, g.nqb, g.D, g.bs}, k.options());
+  T* dst = kt.data_ptr<T>();
   Strides ks(k);
-  const T* kp = k.const_data_ptr<T>();
-  at::parallel_for(0, g.B * g.H, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t bh = begin; bh < end; ++bh) {
-      const T* src = kp + ks.offset(bh / g.H, bh % g.H, 0);
-      transpose_to(src, ks.s, g.S, g.D, kt + bh * g.D * g.S, g.S);
+  const T* src = k.const_data_ptr<T>();
+  at::parallel_for(0, g.B * g.H * g.nqb, g.block_grain(), [&](int64_t begin, int64_t end) {
+    for (int64_t x = begin; x < end; ++x) {
+      const int64_t bh = x / g.nqb, j = x % g.nqb;
+      const T* block = src + ks.offset(bh / g.H, bh % g.H, j * g.bs);
+      transpose_to(block, ks.s, g.block_rows(j), g.D, dst + x * g.D * g.bs, g.bs);
     }
   });
-  return kt_tensor;
+  return kt;
 }
 
 }  // namespace adapterkit::rsa

@@ -22,7 +22,7 @@ struct BackwardArgs {
   const Geometry& g;
   const T *q, *k, *v, *o, *go;
   Strides qs, ks, vs, os, gos;
-  const T* kt;  // (B*H, D, S)
+  const T* kt;  // transposed key blocks, see kt_block
   const T* lse;
   const int32_t* layout;
   const bool* key_mask;
@@ -142,7 +142,7 @@ void backward_item(const BackwardArgs<T>& a, BackwardScratch<T>& sc, int64_t ite
     score_grads(sc, n, m);
     block_gemm(n, D, m, sc.st.data(), m, gO, a.gos.s, sc.gv_acc.data() + key0 * D, D, true);
     block_gemm(n, D, m, sc.dpt.data(), m, Q, a.qs.s, sc.gk_acc.data() + key0 * D, D, true);
-    block_gemm(D, m, n, a.kt + bh * D * g.S + key0, g.S, sc.dpt.data(), m, sc.gqt.data(), m, true);
+    block_gemm(D, m, n, kt_block(a.kt, g, bh, j), g.bs, sc.dpt.data(), m, sc.gqt.data(), m, true);
   }
   T* gq = a.gq + (bh * g.S + q0) * D;
   for (int64_t r = 0; r < m; ++r)
@@ -175,7 +175,7 @@ void backward_typed(const at::Tensor& grad_out, const at::Tensor& q, const at::T
                     grad_k.data_ptr<T>(),
                     grad_v.data_ptr<T>(),
                     locks.get()};
-  at::parallel_for(0, g.items(), 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, g.items(), g.item_grain(), [&](int64_t begin, int64_t end) {
     BackwardScratch<T> sc(g);
     for (int64_t item = begin; item < end; ++item) backward_item(a, sc, item);
     flush(a, sc);

@@ -16,7 +16,7 @@ namespace {
 
 using bf16 = at::BFloat16;
 constexpr int64_t kTile = 64;          // keys per packed tile
-constexpr int64_t kChunkCols = 512;    // score columns per softmax update
+constexpr int64_t kChunkCols = 512;  // score columns per softmax update (measured: 64..512 all similar, 512 best)
 
 int64_t round16(int64_t x) { return (x + 15) / 16 * 16; }
 
@@ -24,13 +24,13 @@ int64_t round16(int64_t x) { return (x + 15) / 16 * 16; }
 struct PackedKV {
   const Geometry& g;
   int64_t tiles_per_block, d_chunks;
-  std::vector<bf16> kp, vp;  // slots of D x 64 and 64 x D (d_chunks panels of 64 x 64)
+  at::Tensor kp, vp;  // slots of D x 64 and 64 x D (d_chunks panels of 64 x 64), uninitialised
 
   explicit PackedKV(const Geometry& geo)
       : g(geo), tiles_per_block((geo.bs + kTile - 1) / kTile), d_chunks((geo.D + 63) / 64) {
     const int64_t slots = g.B * g.H * g.nqb * tiles_per_block;
-    kp.resize(slots * g.D * kTile);
-    vp.resize(slots * d_chunks * kTile * 64);
+    kp = at::empty({slots * g.D * kTile}, at::kBFloat16);
+    vp = at::empty({slots * d_chunks * kTile * 64}, at::kBFloat16);
   }
   int64_t slot(int64_t bh, int64_t j, int64_t t) const { return (bh * g.nqb + j) * tiles_per_block + t; }
   int64_t key0(int64_t j, int64_t t) const { return j * g.bs + t * kTile; }
@@ -38,23 +38,24 @@ struct PackedKV {
     const int64_t end = j * g.bs + g.block_rows(j);
     return std::max<int64_t>(0, std::min(kTile, end - key0(j, t)));
   }
-  const bf16* k_tile(int64_t s) const { return kp.data() + s * g.D * kTile; }
-  const bf16* v_panel(int64_t s, int64_t dc) const { return vp.data() + (s * d_chunks + dc) * kTile * 64; }
+  bf16* k_tile(int64_t s) const { return kp.data_ptr<bf16>() + s * g.D * kTile; }
+  bf16* v_panel(int64_t s, int64_t dc) const {
+    return vp.data_ptr<bf16>() + (s * d_chunks + dc) * kTile * 64;
+  }
 
   void pack_tile(const bf16* K, const bf16* V, int64_t ks, int64_t vs, int64_t n, int64_t s,
                  std::vector<bf16>& tmp) {
     const int64_t n16 = round16(n), D = g.D;
-    std::fill(tmp.begin(), tmp.end(), bf16(0));
+    if (n < n16) std::fill(tmp.begin(), tmp.end(), bf16(0));  // zero padding keys
     transpose_to(K, ks, n, D, tmp.data(), n16);  // (D x n16), zero columns past n
-    at::native::cpublas::pack(D, n16, n16, n16, at::kBFloat16, at::kBFloat16, tmp.data(),
-                              kp.data() + s * D * kTile);
+    at::native::cpublas::pack(D, n16, n16, n16, at::kBFloat16, at::kBFloat16, tmp.data(), k_tile(s));
     for (int64_t dc = 0; dc < d_chunks; ++dc) {
       const int64_t nc = std::min<int64_t>(64, D - dc * 64);
-      std::fill(tmp.begin(), tmp.end(), bf16(0));
+      if (n < n16) std::fill(tmp.begin(), tmp.end(), bf16(0));
       for (int64_t r = 0; r < n; ++r)
         std::copy(V + r * vs + dc * 64, V + r * vs + dc * 64 + nc, tmp.data() + r * nc);
       at::native::cpublas::pack(n16, nc, nc, nc, at::kBFloat16, at::kBFloat16, tmp.data(),
-                                vp.data() + (s * d_chunks + dc) * kTile * 64);
+                                v_panel(s, dc));
     }
   }
 
@@ -63,7 +64,7 @@ struct PackedKV {
     const bf16* kd = k.const_data_ptr<bf16>();
     const bf16* vd = v.const_data_ptr<bf16>();
     const int64_t per_bh = g.nqb * tiles_per_block;
-    at::parallel_for(0, g.B * g.H * per_bh, 1, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, g.B * g.H * per_bh, g.block_grain(), [&](int64_t begin, int64_t end) {
       std::vector<bf16> tmp(std::max(g.D, kTile) * kTile);
       for (int64_t x = begin; x < end; ++x) {
         const int64_t bh = x / per_bh, j = (x % per_bh) / tiles_per_block, t = x % tiles_per_block;
@@ -152,7 +153,7 @@ bool forward_bf16_packed(const at::Tensor& q, const at::Tensor& k, const at::Ten
   bf16* od = out.data_ptr<bf16>();
   float* ld = lse.data_ptr<float>();
   Strides qs(q);
-  at::parallel_for(0, g.items(), 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, g.items(), g.item_grain(), [&](int64_t begin, int64_t end) {
     Bf16Scratch sc(g);
     for (int64_t item = begin; item < end; ++item)
       forward_item(kv, qd, qs, lay, key_mask, od, ld, sc, item);
