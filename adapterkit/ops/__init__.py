@@ -24,6 +24,7 @@ _EXPORTS = {
     "RSAConfig": "adapterkit.ops.hf",
     "configure_rsa": "adapterkit.ops.hf",
     "use_rsa": "adapterkit.ops.hf",
+    "config_of": "adapterkit.ops.hf",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -80,23 +80,29 @@ class RSAMask:
 
 
 def configure_rsa(model=None, *, density: float | None = None, block_size: int | None = None,
-                  seed: int | None = None) -> RSAConfig:
-    """Set RSA settings on `model` (its config, saved with it) or, without a model, process-wide.
+                  seed: int | None = None) -> str:
+    """Set Random Sparse Attention settings; returns "adapterkit_rsa" for `attn_implementation=`.
 
-    Unset arguments keep their current value. With a model, the model is also
-    switched to the "adapterkit_rsa" attention implementation.
+    With a model: the settings go on its config (saved with it) and the model is
+    switched to adapterkit_rsa. Without one: they become the process-wide default,
+    used by every model that carries no settings of its own, e.g.
+
+        name = configure_rsa(density=0.25)            # what `--attention rsa` does
+        AutoModel.from_pretrained(path, attn_implementation=name)
+
+    Arguments left as None keep their current value. Registers with transformers.
     """
     global _default_config
     current = config_of(model) if model is not None else _default_config
     changes = {"density": density, "block_size": block_size, "seed": seed}
     new = RSAConfig.from_dict({**current.to_dict(), **{k: v for k, v in changes.items() if v is not None}})
+    register()
     if model is None:
         _default_config = new
-        return new
-    register()
-    setattr(model.config, CONFIG_ATTRIBUTE, new.to_dict())
-    model.set_attn_implementation(ATTENTION_NAME)
-    return new
+    else:
+        setattr(model.config, CONFIG_ATTRIBUTE, new.to_dict())
+        model.set_attn_implementation(ATTENTION_NAME)
+    return ATTENTION_NAME
 
 
 def use_rsa(model, *, density: float = 0.25, block_size: int = 64, seed: int = 0):
@@ -105,8 +111,8 @@ def use_rsa(model, *, density: float = 0.25, block_size: int = 64, seed: int = 0
     return model
 
 
-def config_of(model_or_module) -> RSAConfig:
-    """The RSA settings a model (or one of its attention modules) runs with."""
+def config_of(model_or_module=None) -> RSAConfig:
+    """The RSA settings a model (or one of its attention modules) runs with; None: the default."""
     config = getattr(model_or_module, "config", None)
     data = getattr(config, CONFIG_ATTRIBUTE, None)
     return RSAConfig.from_dict(data) if isinstance(data, dict) else _default_config
