@@ -56,6 +56,9 @@ class TrainConfig:
     attention: str | None = None  # attn_implementation passed to transformers (e.g. "sdpa", "adapterkit_rsa")
     eval_batch_size: int = 128
     backbone_dropout: bool = False  # dropout inside the frozen backbone (adapter runs)
+    strategy: str = "ddp"  # under torchrun: ddp, fsdp, pipeline, pipeline+ddp (see adapterkit.dist)
+    compression: str = "none"  # gradient compression: none, fp16, bf16, topk:FRACTION
+    bucket_mb: float = 25.0  # gradient bucket size (fusion)
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "max_seq_len", "eval_batch_size"):
@@ -78,18 +81,26 @@ class TrainConfig:
 
 
 def train(cfg: TrainConfig, progress: bool = True, log=print) -> dict:
-    """Train, evaluate on dev after every epoch, keep the best; returns the metrics dict."""
+    """Train, evaluate on dev after every epoch, keep the best; returns the metrics dict.
+
+    Under torchrun (`adapterkit train --nproc N`) every rank builds the same batches and takes
+    its shard of each; rank 0 evaluates, logs and writes the outputs (see adapterkit.dist).
+    """
     from adapterkit.data import get_task
     from adapterkit.metrics import main_metric, main_score
 
     task = get_task(cfg.task)
-    torch.manual_seed(cfg.seed)
+    run = _distributed(cfg)
+    main = run is None or run.is_main
+    torch.manual_seed(cfg.seed)  # every rank initialises adapters and head identically
     out = Path(cfg.output)
-    _prepare_output(out, cfg.resume)
+    if main:
+        _prepare_output(out, cfg.resume)
     tokenizer = backbone.load_tokenizer(cfg.model)
     train_rows, dev_rows = _load_data(task, tokenizer, cfg)
     model = _build_model(task, cfg)
-    trainable = [p for p in model.parameters() if p.requires_grad]
+    stepper = run.wrap(model, cfg) if run else None
+    trainable = stepper.parameters() if stepper else [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(train_rows) / cfg.batch_size)
     total = min(cfg.max_steps or math.inf, cfg.epochs * steps_per_epoch)
@@ -99,8 +110,9 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> dict:
         state = load_checkpoint(out / "checkpoint", model, optimizer, scheduler, cfg.full_finetune)
         history, start_epoch, step = state["history"], state["epoch"] + 1, state["step"]
         log(f"resumed from {out / 'checkpoint'} after epoch {state['epoch'] + 1} (step {step})")
-    write_json(out / "run_config.json", cfg.to_dict())
-    tokenizer.save_pretrained(str(out / "tokenizer"))
+    if main:
+        write_json(out / "run_config.json", cfg.to_dict())
+        tokenizer.save_pretrained(str(out / "tokenizer"))
     key = main_metric(task)
     best = max(history, key=lambda h: main_score(task, h["dev"]), default=None)
     train_seconds = sum(h["train_seconds"] for h in history)
@@ -113,32 +125,47 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> dict:
         t0, seen, losses = time.perf_counter(), 0, []
         batches = make_batches(train_rows, cfg.batch_size, pad_id, task.is_regression, seed=cfg.seed + epoch)
         limit = min(steps_per_epoch, int(total - step))
-        with _progress(progress, f"epoch {epoch + 1}/{cfg.epochs}", limit) as bar:
+        with _progress(progress and main, f"epoch {epoch + 1}/{cfg.epochs}", limit) as bar:
             for i, batch in zip(range(limit), batches):
-                loss = model(**batch).loss
-                loss.backward()
+                batch.pop("_index")
+                if stepper:
+                    loss = stepper.step(stepper.shard(batch))
+                else:
+                    loss = model(**batch).loss
+                    loss.backward()
+                    loss = loss.item()
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
-                losses.append(loss.item())
+                losses.append(loss)
                 seen += len(batch["input_ids"])
                 step += 1
                 bar(loss=sum(losses[-20:]) / len(losses[-20:]), rate=seen / (time.perf_counter() - t0))
         seconds = time.perf_counter() - t0
-        dev = evaluate(model, dev_rows, task, cfg.eval_batch_size, pad_id)
+        dev = run.evaluate(stepper, dev_rows, task, cfg, pad_id) if run else \
+            evaluate(model, dev_rows, task, cfg.eval_batch_size, pad_id)
         record = {"epoch": epoch + 1, "step": step, "train_loss": sum(losses) / len(losses), "dev": dev,
                   "train_seconds": seconds, "examples": seen}
         history.append(record)
         train_seconds, examples = train_seconds + seconds, examples + seen
-        line = f"epoch {epoch + 1}: loss {record['train_loss']:.4f}  dev {key} {dev[key]:.4f}  {seen / seconds:.1f} ex/s"
-        log(line)
-        with open(out / "train.log", "a") as f:
-            f.write(line + "\n")
-        if best is None or main_score(task, dev) > main_score(task, best["dev"]):
+        is_best = main and (best is None or main_score(task, dev) > main_score(task, best["dev"]))
+        if run:
+            is_best = run.broadcast(is_best)
+        if is_best:
             best = record
-            _save_best(model, task.name, out, cfg.full_finetune)
-        save_checkpoint(out / "checkpoint", model, optimizer, scheduler, cfg.full_finetune,
-                        {"epoch": epoch, "step": step, "history": history})
+            run.save_adapter(stepper, task.name, out) if run else _save_best(model, task.name, out, cfg.full_finetune)
+        if main:
+            line = f"epoch {epoch + 1}: loss {record['train_loss']:.4f}  dev {key} {dev[key]:.4f}  {seen / seconds:.1f} ex/s"
+            log(line)
+            with open(out / "train.log", "a") as f:
+                f.write(line + "\n")
+        if not run:
+            save_checkpoint(out / "checkpoint", model, optimizer, scheduler, cfg.full_finetune,
+                            {"epoch": epoch, "step": step, "history": history})
+    if run:
+        stepper.write_stats(out)
+    if not main:
+        return {}
     metrics = {
         "task": task.name,
         "metric": key,
@@ -147,11 +174,53 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> dict:
         "best": best["dev"],
         "train_seconds": train_seconds,
         "examples_per_second": examples / train_seconds if train_seconds else None,
-        "trainable_parameters": sum(p.numel() for p in trainable),
+        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "adapter_parameters": None if cfg.full_finetune else count_parameters(model, task.name),
     }
     write_json(out / "metrics.json", metrics)
     return metrics
+
+
+class _Distributed:
+    """The training loop's view of a torchrun job (adapterkit.dist does the work)."""
+
+    def __init__(self) -> None:
+        from adapterkit import dist as akd
+
+        akd.init_distributed()
+        self.akd = akd
+        self.is_main = akd.is_main_process()
+
+    def wrap(self, model, cfg: TrainConfig):
+        config = self.akd.DistConfig(compression=cfg.compression, bucket_mb=cfg.bucket_mb)
+        return self.akd.wrap_for_strategy(model, cfg.strategy, config)
+
+    def evaluate(self, stepper, rows, task, cfg: TrainConfig, pad_id: int):
+        with stepper.eval_model() as model:
+            dev = evaluate(model, rows, task, cfg.eval_batch_size, pad_id) if model is not None else None
+        return self.broadcast(dev)
+
+    def broadcast(self, value):
+        import torch.distributed as dist
+
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def save_adapter(self, stepper, name: str, out: Path) -> None:
+        stepper.save_adapter(name, out)
+
+
+def _distributed(cfg: TrainConfig) -> _Distributed | None:
+    from adapterkit.dist import under_torchrun
+
+    if not under_torchrun():
+        return None
+    if cfg.full_finetune:
+        raise AdapterkitError("distributed training (--nproc > 1) trains adapters; drop --full-finetune")
+    if cfg.resume:
+        raise AdapterkitError("--resume is not supported for distributed runs yet")
+    return _Distributed()
 
 
 def _load_data(task, tokenizer, cfg: TrainConfig):

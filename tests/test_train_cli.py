@@ -125,3 +125,17 @@ def test_train_push_publishes_with_metrics_and_loads_from_hub(tiny_bert_dir, glu
     ids = {"input_ids": torch.tensor([[101, 2023, 2003, 2204, 102]])}
     model.eval()
     assert torch.equal(model(**ids).logits, reference(**ids).logits)
+
+
+def test_distributed_train_two_workers_writes_outputs_and_comm_stats(tiny_bert_dir, glue_dir, tmp_path):
+    out = tmp_path / "ddp"
+    result = _cli("train", "--task", "sst2", "--model", tiny_bert_dir, "--data-dir", glue_dir, "--output", out,
+                  "--max-steps", 4, "--batch-size", 8, "--max-seq-len", 32, "--bottleneck", 8, "--quiet",
+                  "--nproc", 2, "--compression", "fp16")
+    assert result.returncode == 0, result.stderr[-2000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["epochs"][-1]["step"] == 4
+    stats = json.loads((out / "comm_stats.json").read_text())
+    assert stats["world_size"] == 2 and stats["compression"] == "fp16"
+    printed = _run("eval", "--adapter", out, "--data-dir", glue_dir)
+    assert f"accuracy: {metrics['best']['accuracy']:.4f}" in printed

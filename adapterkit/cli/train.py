@@ -45,18 +45,33 @@ def train(
     hub: Annotated[Optional[str], typer.Option("--hub", help="Hub for --push: a folder or http://host:port. Default: $ADAPTERKIT_HUB or the user cache.")] = None,
     token: Annotated[Optional[str], typer.Option("--token", envvar="ADAPTERKIT_HUB_TOKEN", help="Bearer token for a hub server.")] = None,
     backbone_dropout: Annotated[bool, typer.Option("--backbone-dropout", help="Keep dropout inside the frozen backbone when training an adapter (off by default: faster, see README).")] = False,
+    nproc: Annotated[int, typer.Option("--nproc", help="Worker processes on this machine (torchrun); 1 = not distributed.")] = 1,
+    nnodes: Annotated[int, typer.Option("--nnodes", help="Simulated nodes on this machine (--nproc must be a multiple); under torchrun the real nodes are used.")] = 1,
+    strategy: Annotated[str, typer.Option("--strategy", help="Distributed strategy: ddp, fsdp, pipeline or pipeline+ddp.")] = "ddp",
+    compression: Annotated[str, typer.Option("--compression", help="Gradient compression: none, fp16, bf16, topk:FRACTION[,momentum=M][,warmup=N].")] = "none",
+    bucket_mb: Annotated[float, typer.Option("--bucket-mb", help="Gradient bucket size in MB (fusion).")] = 25.0,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
     """Train an adapter on a GLUE task, evaluate on dev after every epoch, keep the best."""
+    import sys
+
+    from adapterkit.dist import maybe_launch
     from adapterkit.training import TrainConfig, train as run_training
+
+    if maybe_launch(sys.argv[1:], nproc, nnodes):
+        typer.echo(f"{nproc} workers finished; outputs in {output or 'runs/'}")
+        return  # the workers ran the job; rank 0 wrote the outputs
 
     adapter = opt.adapter_config(sharing, bottleneck, reduction_factor, placement, layers, leave_out, train_layer_norms)
     cfg = TrainConfig(task=task, model=model, adapter=adapter, full_finetune=full_finetune, epochs=epochs,
                       max_steps=max_steps, lr=lr, batch_size=batch_size, max_seq_len=max_seq_len, seed=seed,
                       data_dir=data_dir, output=output, resume=resume, init_adapter=init_adapter,
                       attention=_attention(attention, rsa_density, rsa_block_size, seed),
-                      backbone_dropout=backbone_dropout)
+                      backbone_dropout=backbone_dropout, strategy=strategy, compression=compression,
+                      bucket_mb=bucket_mb)
     metrics = run_training(cfg, progress=not quiet)
+    if not metrics:
+        return  # a worker other than rank 0
     _print_summary(metrics, cfg.output)
     if push:
         from adapterkit.hub import push_adapter
