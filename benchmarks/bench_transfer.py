@@ -1,0 +1,148 @@
+"""Feature- and instance-based transfer on the Amazon domains, laid out like EasyTransfer's
+tables 8 and 9: every method, each target domain in turn (sources: the other three), few target
+labels, several seeds; accuracy and F1 on the target test split, mean and spread.
+
+    python3 benchmarks/bench_transfer.py                       # the full grid (see defaults)
+    python3 benchmarks/bench_transfer.py --targets kitchen --seeds 0   # a subset
+    python3 benchmarks/bench_transfer.py --quick --model DIR   # smoke run (tests use it)
+
+All methods of one (target, shots, seed) setting run back to back in one process, in a rotated
+order, on the same data; every run is appended to a JSON-lines log as it finishes, and a
+re-run with the same log skips what is already there (`--log`), so a long grid can resume.
+Defaults (chosen to fit about an hour on an idle 2-core machine, see benchmarks/README.md):
+all-MiniLM-L6-v2, max_seq_len 64, adapters (bottleneck 64) in the top 2 layers with the
+frozen 4 below cached once per review, 300 train reviews per source domain, batch 16, lr 1e-3,
+epochs 8 at 100 shots and 3 at 400 shots (56 and 75 steps of one target and one source batch).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+FEATURE = ("target-only", "source-only", "mixed", "sequential", "fs", "ss", "ss-adv", "drss", "drss-adv")
+INSTANCE = ("source-only", "target-only", "fs", "ruder-plank", "rtl", "mgtl")
+METHODS = tuple(dict.fromkeys(FEATURE + INSTANCE))
+LABELS = {"target-only": "Tgt-Only", "source-only": "Src-Only", "mixed": "Mixed", "sequential": "Fine-Tune (seq.)",
+          "fs": "FS", "ss": "SS", "ss-adv": "SS-Adv", "drss": "DRSS", "drss-adv": "DRSS-Adv",
+          "ruder-plank": "Ruder and Plank", "rtl": "RTL", "mgtl": "MGTL"}
+DOMAINS = ("books", "dvd", "electronics", "kitchen")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--targets", default=",".join(DOMAINS))
+    p.add_argument("--shots", default="100,400")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--epochs", default="100:8,400:3", help="target epochs per shot count, SHOTS:EPOCHS,...")
+    p.add_argument("--max-seq-len", type=int, default=64)
+    p.add_argument("--source-rows", type=int, default=300, help="train reviews per source domain")
+    p.add_argument("--top-n", type=int, default=2, help="adapted top layers (the rest is cached)")
+    p.add_argument("--model", default=None, help="backbone (default: bundled all-MiniLM-L6-v2)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--log", default="benchmarks/results/transfer_runs.jsonl")
+    p.add_argument("--quick", action="store_true", help="tiny sizes: one target, one seed, 4 steps")
+    return p.parse_args(argv)
+
+
+def settings(args) -> list[tuple[str, int, int]]:
+    targets, seeds = args.targets.split(","), [int(s) for s in args.seeds.split(",")]
+    shots = [int(s) for s in args.shots.split(",")]
+    if args.quick:
+        targets, seeds, shots = targets[:1], seeds[:1], shots[:1]
+    return [(t, n, s) for t in targets for n in shots for s in seeds]
+
+
+def run_grid(args) -> list[dict]:
+    import torch
+
+    from adapterkit.transfer import TransferSpec, run_algorithm
+    from adapterkit.transfer.encoder import clear_prefix_cache
+
+    torch.set_num_threads(args.threads)
+    log = Path(args.log)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    done = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() and not args.quick else []
+    key = lambda r: (r["target"], r["shots"], r["seed"], r["method"], r["config"])
+    have = {key(r) for r in done}
+    epochs = dict(tuple(map(int, pair.split(":"))) for pair in args.epochs.split(","))
+    methods = args.methods.split(",")
+    config = f"len{args.max_seq_len}-src{args.source_rows}-top{args.top_n}-ep{args.epochs}-{args.model or 'minilm'}"
+    runs, current_target = list(done), None
+    for k, (target, shots, seed) in enumerate(settings(args)):
+        if target != current_target:
+            clear_prefix_cache()  # cached hidden states of the previous target's rows
+            current_target = target
+        source = [d for d in DOMAINS if d != target]
+        for method in methods[k % len(methods):] + methods[: k % len(methods)]:  # rotated order
+            row = {"target": target, "shots": shots, "seed": seed, "method": method, "config": config}
+            if key(row) in have:
+                continue
+            spec = TransferSpec(source=source, target=target, target_shots=shots, model=args.model, seed=seed,
+                                max_seq_len=args.max_seq_len, epochs=epochs.get(shots, 3), quick=args.quick,
+                                options={"source_rows": args.source_rows, "top_n": args.top_n})
+            result = run_algorithm(method, spec)
+            row.update(test=result["test"], dev=result["dev"], seconds=result["seconds"], steps=result.get("steps"))
+            runs.append(row)
+            print(f"{target:<12} {shots:>4} seed {seed}  {method:<12} acc {row['test']['accuracy']:.4f} "
+                  f"f1 {row['test']['f1']:.4f}  {row['seconds']:.0f} s", flush=True)
+            if not args.quick:
+                with log.open("a") as f:
+                    f.write(json.dumps(row) + "\n")
+    return [r for r in runs if r["config"] == config]
+
+
+def cell(values: list[float]) -> str:
+    if not values:
+        return "-"
+    mean = 100 * statistics.mean(values)
+    spread = 100 * statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{mean:.1f} ± {spread:.1f}"
+
+
+def table(runs: list[dict], methods: tuple[str, ...], shots: int) -> str:
+    """Methods x (target domains + average) of test accuracy and F1, mean ± std over seeds (in %)."""
+    targets = [t for t in DOMAINS if any(r["target"] == t and r["shots"] == shots for r in runs)]
+    head = "| method | " + " | ".join(f"{t} acc | {t} F1" for t in targets) + " | avg acc | avg F1 |"
+    lines = [head, "|---|" + "---:|" * (2 * len(targets) + 2)]
+    for method in methods:
+        mine = [r for r in runs if r["method"] == method and r["shots"] == shots]
+        cells = []
+        for t in targets:
+            cells += [cell([r["test"][m] for r in mine if r["target"] == t]) for m in ("accuracy", "f1")]
+        # the average over target domains, per seed (spread across seeds of the domain average)
+        seeds = sorted({r["seed"] for r in mine})
+        per_seed = {m: [statistics.mean(r["test"][m] for r in mine if r["seed"] == s) for s in seeds
+                        if sum(r["seed"] == s for r in mine) == len(targets)] for m in ("accuracy", "f1")}
+        lines.append(f"| {LABELS[method]} | " + " | ".join(cells) + f" | {cell(per_seed['accuracy'])} | {cell(per_seed['f1'])} |")
+    return "\n".join(lines)
+
+
+def report(runs: list[dict], args, wall: float) -> str:
+    out = []
+    for shots in sorted({r["shots"] for r in runs}):
+        out += [f"### {shots} target shots: feature-based (table 8 layout)", "", table(runs, FEATURE, shots), "",
+                f"### {shots} target shots: instance-based (table 9 layout; TL method = FS)", "",
+                table(runs, INSTANCE, shots), ""]
+    seconds = sum(r["seconds"] for r in runs)
+    out.append(f"{len(runs)} runs, {seconds / 60:.1f} min of run time (sum over runs); this invocation's wall time "
+               f"{wall / 60:.1f} min; load average at the end {os.getloadavg()[0]:.1f}.")
+    return "\n".join(out)
+
+
+def main(argv=None) -> str:
+    args = parse_args(argv)
+    t0 = time.perf_counter()
+    runs = run_grid(args)
+    text = report(runs, args, time.perf_counter() - t0)
+    print(text)
+    return text
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)
