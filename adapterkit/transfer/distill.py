@@ -169,7 +169,16 @@ def distill_run(teacher_dir: str | Path, student_layers: int, cfg: KDConfig, out
     save_student(student, out, tokenizer, {"task": task_.name, "max_seq_len": seq, "data_dir": data_dir,
                                            "kd": cfg.to_dict(), "teacher": str(teacher_dir)})
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    if not info_adapters(student):  # a plain model: `adapterkit eval/predict --adapter OUTPUT` read it
+        run = {"task": task_.name, "full_finetune": True, "max_seq_len": seq, "data_dir": data_dir}
+        (out / "run_config.json").write_text(json.dumps(run, indent=2))
     return metrics
+
+
+def info_adapters(model) -> list[str]:
+    from adapterkit.model import list_adapters
+
+    return list_adapters(model)
 
 
 def load_teacher(folder: str | Path, task: str | None = None):
@@ -191,10 +200,30 @@ def load_teacher(folder: str | Path, task: str | None = None):
     return load_run(folder, task)
 
 
+def domain_data(names: list[str], tokenizer, max_seq_len: int = 128, data_dir: str | None = None,
+                train_limit: int | None = None, eval_limit: int | None = None) -> dict[str, DomainData]:
+    """Encoded train/dev/test rows of Amazon domains (fixed split), the first `train_limit` train and
+    `eval_limit` dev/test rows of each (tokenized directly, without `datasets.map`)."""
+    from adapterkit.data import load_domain_splits
+
+    out = {}
+    for name in names:
+        splits = load_domain_splits(name, seed=0, data_dir=data_dir)
+        parts = {}
+        for split, limit in (("train", train_limit), ("dev", eval_limit), ("test", eval_limit)):
+            data = splits[split]
+            data = data.select(range(min(limit, len(data)))) if limit else data
+            enc = tokenizer(list(data["text"]), truncation=True, max_length=max_seq_len)
+            keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
+            parts[split] = [{**{k: enc[k][i] for k in keys}, "labels": int(y)} for i, y in enumerate(list(data["label"]))]
+        out[name] = DomainData(name, parts["train"], parts["dev"], parts["test"])
+    return out
+
+
 def metakd_run(domains: list[str], targets: list[str], student_layers: int, kd: KDConfig, teacher_cfg: TrainConfig,
                output: str | Path, model: str | None = None, teacher_dir: str | Path | None = None,
                max_seq_len: int = 128, data_dir: str | None = None, bottleneck_dim: int = 64,
-               proto_alpha: float = 0.5, train_limit: int | None = None) -> dict:
+               proto_alpha: float = 0.5, train_limit: int | None = None, eval_limit: int | None = None) -> dict:
     """MetaKD over Amazon `domains`: train (or load from `teacher_dir`) the meta-teacher, then
     meta-distil one student per target domain; test accuracy of teacher and students."""
     from adapterkit.transfer.metakd import (load_meta_teacher, meta_distill, prototype_scores, save_meta_teacher,
@@ -204,19 +233,17 @@ def metakd_run(domains: list[str], targets: list[str], student_layers: int, kd: 
     unknown = [t for t in targets if t not in domains]
     if unknown:
         raise AdapterkitError(f"target domains {unknown} are not among --domains {domains}")
-    spec = TransferSpec(source=[d for d in domains if d != domains[-1]], target=domains[-1], model=model,
-                        max_seq_len=max_seq_len, data_dir=data_dir, bottleneck_dim=bottleneck_dim, seed=kd.seed)
+    spec = TransferSpec(source=domains[:-1], target=domains[-1], model=model, max_seq_len=max_seq_len,
+                        data_dir=data_dir, bottleneck_dim=bottleneck_dim, seed=kd.seed)
     if teacher_dir:
         teacher, head, tokenizer, info = load_meta_teacher(teacher_dir)
         if info["domains"] != domains:
             raise AdapterkitError(f"meta-teacher {teacher_dir} was trained on {info['domains']}, not {domains}")
         spec.model = info.get("base_model") or model
     else:
+        torch.manual_seed(kd.seed)
         teacher, tokenizer, _ = new_teacher(spec, teacher_cfg.mode)
-    data = load_domains(spec, tokenizer)
-    if train_limit:
-        for d in data.values():
-            d.train = d.train[:train_limit]
+    data = domain_data(domains, tokenizer, max_seq_len, data_dir, train_limit, eval_limit)
     pad = tokenizer.pad_token_id or 0
     rows, dom = concat_domains(data, domains)
     labels = torch.tensor([r["labels"] for r in rows])

@@ -102,6 +102,7 @@ class MultiTaskModel(nn.Module):
         self.config = copy.deepcopy(config)
         self.embeddings, self.layers = embeddings, layers
         self.branches = nn.ModuleDict()
+        self.base_model_name: str | None = None  # the backbone tasks are trained from (for `add`)
         self.requires_grad_(False)
 
     @classmethod

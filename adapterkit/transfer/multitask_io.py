@@ -58,7 +58,7 @@ def write_manifest(model: MultiTaskModel, folder: Path) -> None:
     manifest = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "adapterkit_version": __version__,
         "config": model.config.to_dict(), "attn_implementation": model.config._attn_implementation,
-        "trunk_layers": len(model.layers),
+        "base_model": model.base_model_name, "trunk_layers": len(model.layers),
         "branches": {t: {"kind": b.kind, "branch_layer": b.branch_layer, "num_layers": b.num_layers,
                          "num_labels": b.head.classifier.out_features, "file": branch_file(t), "info": b.info}
                      for t, b in model.branches.items()},
@@ -132,6 +132,7 @@ def load_multitask(folder: str | Path) -> MultiTaskModel:
     model = MultiTaskModel(config, embeddings, nn.ModuleList(layer_cls(config) for _ in range(manifest["trunk_layers"])))
     model.load_state_dict(trunk, strict=False)
     _check_loaded(model, trunk, folder / TRUNK_FILE)
+    model.base_model_name = manifest.get("base_model")
     for task, entry in manifest["branches"].items():
         tensors = _load(folder / entry["file"])
         head = Head(pooler_cls(config), nn.Dropout(config.hidden_dropout_prob), nn.Linear(config.hidden_size, entry["num_labels"]))
@@ -167,3 +168,54 @@ def _load(path: Path) -> dict[str, torch.Tensor]:
         return load_file(str(path))
     except Exception as e:  # safetensors raises its own error types for corrupt files
         raise AdapterkitError(f"{path}: unreadable safetensors file ({e})") from None
+
+
+_PAIRS = (("sentence1", "sentence2"), ("text_a", "text_b"), ("question1", "question2"), ("question", "sentence"))
+_SINGLES = ("sentence", "text", "text_a")
+
+
+def predict_file(model: MultiTaskModel, tokenizer, path: str | Path, default_tasks: list[str],
+                 max_seq_len: int = 128, batch_size: int = 64) -> list[dict]:
+    """Predictions for every row of a JSONL/TSV file: {"id"?, "predictions": {task: {...}}}.
+
+    A row's tasks come from its `task` field (a name, a comma-separated string or a JSON list),
+    else `default_tasks`; a batch runs the trunk once for all its rows."""
+    from adapterkit.data import PadCollator
+    from adapterkit.data.user_files import iter_records
+
+    rows, tasks, ids = [], [], []
+    for number, record in iter_records(path):
+        texts = _texts(record, f"{path}:{number}")
+        rows.append(dict(tokenizer(*texts, truncation=True, max_length=max_seq_len)))
+        wanted = record.get("task") or default_tasks
+        tasks.append(wanted.split(",") if isinstance(wanted, str) else list(wanted))
+        ids.append(record.get("id"))
+    collate, out = PadCollator(tokenizer.pad_token_id or 0), []
+    for start in range(0, len(rows), batch_size):
+        batch = collate(rows[start:start + batch_size])
+        result = model(**batch, row_tasks=tasks[start:start + batch_size])
+        preds: list[dict] = [{} for _ in range(len(batch["input_ids"]))]
+        for task, logits in result.logits.items():
+            for row, logit in zip(result.rows[task].tolist(), logits):
+                preds[row][task] = _prediction(model, task, logit)
+        out += [({"id": i} if i is not None else {}) | {"predictions": p} for i, p in zip(ids[start:], preds)]
+    return out
+
+
+def _texts(record: dict, where: str) -> tuple:
+    for a, b in _PAIRS:
+        if isinstance(record.get(a), str) and isinstance(record.get(b), str):
+            return record[a], record[b]
+    for a in _SINGLES:
+        if isinstance(record.get(a), str):
+            return (record[a],)
+    raise AdapterkitError(f"{where}: no text column; expected sentence (or sentence1 and sentence2)")
+
+
+def _prediction(model: MultiTaskModel, task: str, logit: torch.Tensor) -> dict:
+    from adapterkit.data import TASKS
+
+    k = int(logit.argmax())
+    glue = TASKS.get(model.branches[task].info.get("task", task))
+    labels = glue.labels if glue is not None and glue.labels else None
+    return {"label": labels[k] if labels else k, "label_id": k, "probability": float(logit.float().softmax(-1)[k])}

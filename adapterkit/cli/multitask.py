@@ -1,0 +1,146 @@
+"""`adapterkit multitask build/add/remove/predict/info`: the flexible multi-task model (thin
+wrappers over adapterkit.transfer.multitask_train and multitask_io)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from adapterkit.cli import options as opt
+
+multitask_app = typer.Typer(help="One frozen trunk, one branch per task: build, add, remove, predict.",
+                            no_args_is_help=True)
+
+Budget = Annotated[str, typer.Option("--budget", help="Branch per task: kd1, kd2, kd3 (distilled layers), teacher (no KD), mixed (growth rule with --c), adapter (--adapter-bottleneck, --branch-layer).")]
+C = Annotated[float, typer.Option("--c", help="mixed: add a task layer only if it gains at least this many dev points per layer.")]
+NMin = Annotated[int, typer.Option("--n-min", help="Fewest fine-tuned top layers L tried per task.")]
+NMax = Annotated[int, typer.Option("--n-max", help="Most fine-tuned top layers L tried per task.")]
+Epochs = Annotated[int, typer.Option("--epochs", help="Epochs of partial fine-tuning (and of the adapter variant).")]
+KdEpochs = Annotated[int, typer.Option("--kd-epochs", help="Distillation epochs per student.")]
+Lr = Annotated[float, typer.Option("--lr", help="Learning rate of partial fine-tuning (adapter variant: use ~1e-3).")]
+KdLr = Annotated[float, typer.Option("--kd-lr", help="Learning rate of the students.")]
+BatchSize = Annotated[int, typer.Option("--batch-size", help="Batch size.")]
+SeqLen = Annotated[int, typer.Option("--max-seq-len", help="Longest input in tokens.")]
+TrainLimit = Annotated[Optional[int], typer.Option("--train-limit", help="Train on a seeded sample of this many rows per task.")]
+DataDir = Annotated[Optional[str], typer.Option("--data-dir", help="Folder with GLUE-layout task folders.")]
+Seed = Annotated[int, typer.Option("--seed", help="Random seed.")]
+Bottleneck = Annotated[int, typer.Option("--adapter-bottleneck", help="Adapter variant: bottleneck width.")]
+BranchLayer = Annotated[Optional[int], typer.Option("--branch-layer", help="Adapter variant: adapters only in layers >= this one.")]
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(multitask_app, name="multitask")
+
+
+def _config(tasks: list[str], model, budget, c, n_min, n_max, epochs, kd_epochs, lr, kd_lr, batch_size, max_seq_len,
+            train_limit, data_dir, seed, bottleneck, branch_layer):
+    from adapterkit.transfer.multitask_train import MultiTaskConfig
+
+    return MultiTaskConfig(tasks=tasks, model=model, budget=budget, c=c, n_min=n_min, n_max=n_max, epochs=epochs,
+                           kd_epochs=kd_epochs, lr=lr, kd_lr=kd_lr, batch_size=batch_size, max_seq_len=max_seq_len,
+                           train_limit=train_limit, data_dir=data_dir, seed=seed,
+                           adapter={"bottleneck_dim": bottleneck} if budget == "adapter" else None,
+                           branch_layer=branch_layer)
+
+
+@multitask_app.command("build")
+def build(
+    tasks: Annotated[str, typer.Option("--tasks", help="Comma-separated GLUE tasks, e.g. cola,sst2,mrpc,rte.")],
+    output: Annotated[Path, typer.Option("--output", help="Folder for the merged model and search.json.")],
+    model: opt.ModelOpt = None, budget: Budget = "mixed", c: C = 1.0, n_min: NMin = 2, n_max: NMax = 5,
+    epochs: Epochs = 3, kd_epochs: KdEpochs = 3, lr: Lr = 5e-5, kd_lr: KdLr = 1e-4, batch_size: BatchSize = 32,
+    max_seq_len: SeqLen = 128, train_limit: TrainLimit = None, data_dir: DataDir = None, seed: Seed = 0,
+    adapter_bottleneck: Bottleneck = 64, branch_layer: BranchLayer = None,
+) -> None:
+    """Partial fine-tuning search, distillation and merging for every task; saves the merged model."""
+    from adapterkit.transfer.multitask_io import save_multitask
+    from adapterkit.transfer.multitask_train import build_multitask
+
+    cfg = _config([t for t in tasks.split(",") if t], model, budget, c, n_min, n_max, epochs, kd_epochs, lr, kd_lr,
+                  batch_size, max_seq_len, train_limit, data_dir, seed, adapter_bottleneck, branch_layer)
+    merged, results, tokenizer = build_multitask(cfg, log=typer.echo)
+    save_multitask(merged, output, tokenizer)
+    (output / "search.json").write_text(json.dumps({"config": cfg.to_dict(), "tasks": [r.summary() for r in results]},
+                                                   indent=2, default=str))
+    _print_overhead(merged)
+    typer.echo(f"wrote {output}")
+
+
+@multitask_app.command("add")
+def add(
+    model_dir: Annotated[Path, typer.Option("--model", help="A merged model folder (from `multitask build`).")],
+    task: Annotated[str, typer.Option("--task", help="GLUE task to train and add (or to update, with --replace).")],
+    replace: Annotated[bool, typer.Option("--replace", help="Replace the task's branch if it exists (an update).")] = False,
+    budget: Budget = "mixed", c: C = 1.0, n_min: NMin = 2, n_max: NMax = 5, epochs: Epochs = 3, kd_epochs: KdEpochs = 3,
+    lr: Lr = 5e-5, kd_lr: KdLr = 1e-4, batch_size: BatchSize = 32, max_seq_len: SeqLen = 128,
+    train_limit: TrainLimit = None, data_dir: DataDir = None, seed: Seed = 0,
+    adapter_bottleneck: Bottleneck = 64, branch_layer: BranchLayer = None,
+) -> None:
+    """Train one task and add its branch; only that task's file and the manifest are rewritten."""
+    from adapterkit.transfer.multitask_io import load_multitask, save_task
+    from adapterkit.transfer.multitask_train import add_task
+
+    merged = load_multitask(model_dir)
+    cfg = _config([task], merged.base_model_name, budget, c, n_min, n_max, epochs, kd_epochs, lr, kd_lr, batch_size,
+                  max_seq_len, train_limit, data_dir, seed, adapter_bottleneck, branch_layer)
+    result = add_task(merged, task, cfg, replace=replace, log=typer.echo)
+    save_task(merged, model_dir, task)
+    typer.echo(f"added {task}: branch {result}")
+    _print_overhead(merged)
+
+
+@multitask_app.command("remove")
+def remove(
+    model_dir: Annotated[Path, typer.Option("--model", help="A merged model folder.")],
+    task: Annotated[str, typer.Option("--task", help="Task to remove.")],
+) -> None:
+    """Remove a task's branch; the other tasks' files are untouched."""
+    from adapterkit.transfer.multitask_io import delete_task, load_multitask
+
+    merged = load_multitask(model_dir)
+    merged.remove(task)
+    delete_task(merged, model_dir, task)
+    typer.echo(f"removed {task}; tasks now: {', '.join(merged.tasks) or 'none'}")
+
+
+@multitask_app.command("predict")
+def predict(
+    model_dir: Annotated[Path, typer.Option("--model", help="A merged model folder.")],
+    input: Annotated[Path, typer.Option("--input", help="JSONL or TSV rows: sentence (or sentence1/sentence2), optional 'task' (a name, or a list in JSONL).")],
+    output: Annotated[Path, typer.Option("--output", help="JSONL file: per row, the predictions of its tasks.")],
+    tasks: Annotated[Optional[str], typer.Option("--tasks", help="Tasks for rows without a 'task' field (default: all).")] = None,
+    max_seq_len: SeqLen = 128,
+    batch_size: BatchSize = 64,
+) -> None:
+    """Run the trunk once per batch and each row's tasks' branches; write one JSON line per row."""
+    from adapterkit import backbone
+    from adapterkit.transfer.multitask_io import load_multitask, predict_file
+
+    merged = load_multitask(model_dir)
+    tokenizer = backbone.load_tokenizer(str(model_dir / "tokenizer") if (model_dir / "tokenizer").is_dir() else merged.base_model_name)
+    default = [t for t in tasks.split(",") if t] if tasks else merged.tasks
+    records = predict_file(merged, tokenizer, input, default, max_seq_len, batch_size)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text("".join(json.dumps(r) + "\n" for r in records))
+    typer.echo(f"wrote {len(records)} rows to {output}")
+
+
+@multitask_app.command("info")
+def info(model_dir: Annotated[Path, typer.Option("--model", help="A merged model folder.")]) -> None:
+    """Print the branches and the serving overhead."""
+    from adapterkit.transfer.multitask_io import load_multitask
+
+    merged = load_multitask(model_dir)
+    for task, branch in merged.branches.items():
+        score = branch.info.get("score")
+        typer.echo(f"{task:<8} {branch.kind:<8} branch layer {branch.branch_layer}  task layers {branch.num_layers}"
+                   + (f"  dev {score:.1f}" if isinstance(score, (int, float)) else ""))
+    _print_overhead(merged)
+
+
+def _print_overhead(merged) -> None:
+    o = merged.overhead()
+    typer.echo(f"transformer layers to serve {len(o['per_task'])} tasks: {o['total']} "
+               f"({100 * o['fraction']:.1f}% of {o['separate']} for separate models); trunk {o['trunk']}")
