@@ -41,7 +41,7 @@ class TrainConfig:
     model: str | None = None  # default: the bundled all-MiniLM-L6-v2
     adapter: BottleneckConfig = field(default_factory=BottleneckConfig)
     full_finetune: bool = False
-    epochs: int = 10
+    epochs: int = 3
     max_steps: int | None = None
     lr: float | None = None  # default: 1e-3 for adapters, 5e-5 for full fine-tuning
     batch_size: int = 32

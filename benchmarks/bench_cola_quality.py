@@ -17,17 +17,11 @@ from pathlib import Path
 from adapterkit.config import BottleneckConfig
 from adapterkit.training import TrainConfig, train
 
-VARIANTS = {
-    "full fine-tuning": dict(full_finetune=True),
-    "adapters, per layer (sharing 1)": dict(adapter=BottleneckConfig(bottleneck_dim=64, sharing=1)),
-    "adapters, 3-shared (sharing 3)": dict(adapter=BottleneckConfig(bottleneck_dim=64, sharing=3)),
-    "adapters, per site (sharing none)": dict(adapter=BottleneckConfig(bottleneck_dim=64, sharing="none")),
-}
-REPORT = {  # the reference report's table 2, BERT-base, GLUE test set
-    "full fine-tuning": 52.1,
-    "adapters, per layer (sharing 1)": 55.2,
-    "adapters, 3-shared (sharing 3)": 53.5,
-    "adapters, per site (sharing none)": 55.6,
+VARIANTS = {  # key: (label, train settings, the reference report's table 2: BERT-base, GLUE test set)
+    "full": ("full fine-tuning", dict(full_finetune=True), 52.1),
+    "sharing1": ("adapters, per layer (sharing 1)", dict(adapter=BottleneckConfig(bottleneck_dim=64, sharing=1)), 55.2),
+    "sharing3": ("adapters, 3-shared (sharing 3)", dict(adapter=BottleneckConfig(bottleneck_dim=64, sharing=3)), 53.5),
+    "none": ("adapters, per site (sharing none)", dict(adapter=BottleneckConfig(bottleneck_dim=64, sharing="none")), 55.6),
 }
 
 
@@ -45,10 +39,9 @@ def main() -> None:
     results: dict[str, list[dict]] = {}
     for name in args.variants.split(","):
         for seed in seeds:
-            settings = VARIANTS[name]
+            _, settings, _ = VARIANTS[name]
             lr = args.full_lr if settings.get("full_finetune") else args.adapter_lr
-            slug = name.split("(")[-1].rstrip(")").replace(" ", "") if "(" in name else "full"
-            out = Path(args.out) / f"{slug}-s{seed}"
+            out = Path(args.out) / f"{name}-s{seed}"
             cfg = TrainConfig(task="cola", epochs=args.epochs, lr=lr, seed=seed, max_seq_len=args.max_seq_len,
                               output=str(out), resume=out.exists(), **settings)
             t0 = time.perf_counter()
@@ -63,8 +56,9 @@ def main() -> None:
         mcc = [100 * r["best"]["matthews_correlation"] for r in runs]
         sd = statistics.stdev(mcc) if len(mcc) > 1 else 0.0
         seconds = statistics.mean(r["train_seconds"] for r in runs)
-        print(f"| {name} | {runs[0]['trainable_parameters']:,} | {statistics.mean(mcc):.1f} ± {sd:.1f} | "
-              f"{', '.join(f'{m:.1f}' for m in mcc)} | {seconds:.0f} | {REPORT[name]} |")
+        label, _, report = VARIANTS[name]
+        print(f"| {label} | {runs[0]['trainable_parameters']:,} | {statistics.mean(mcc):.1f} ± {sd:.1f} | "
+              f"{', '.join(f'{m:.1f}' for m in mcc)} | {seconds:.0f} | {report} |")
 
 
 if __name__ == "__main__":

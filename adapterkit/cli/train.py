@@ -27,7 +27,7 @@ def train(
     layers: opt.LayersOpt = "all",
     leave_out: opt.LeaveOutOpt = "",
     train_layer_norms: opt.LayerNormOpt = False,
-    epochs: Annotated[int, typer.Option("--epochs", help="Passes over the training set.")] = 10,
+    epochs: Annotated[int, typer.Option("--epochs", help="Passes over the training set.")] = 3,
     max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Stop after this many optimizer steps (overrides --epochs).")] = None,
     lr: Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate (linear warm-up 10%, linear decay). Default 1e-3 for adapters, 5e-5 with --full-finetune.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Training batch size.")] = 32,
