@@ -12,7 +12,8 @@ re-run with the same log skips what is already there (`--log`), so a long grid c
 Defaults (chosen to fit about an hour on an idle 2-core machine, see benchmarks/README.md):
 all-MiniLM-L6-v2, max_seq_len 64, adapters (bottleneck 64) in the top 2 layers with the
 frozen 4 below cached once per review, 300 train reviews per source domain, batch 16, lr 1e-3,
-epochs 8 at 100 shots and 3 at 400 shots (56 and 75 steps of one target and one source batch).
+epochs 6 at 100 shots and 2 at 400 shots (42 and 50 steps of one target and one source batch),
+two worker processes of one thread each.
 """
 from __future__ import annotations
 
@@ -39,12 +40,13 @@ def parse_args(argv=None):
     p.add_argument("--shots", default="100,400")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--methods", default=",".join(METHODS))
-    p.add_argument("--epochs", default="100:8,400:3", help="target epochs per shot count, SHOTS:EPOCHS,...")
+    p.add_argument("--epochs", default="100:6,400:2", help="target epochs per shot count, SHOTS:EPOCHS,...")
     p.add_argument("--max-seq-len", type=int, default=64)
     p.add_argument("--source-rows", type=int, default=300, help="train reviews per source domain")
     p.add_argument("--top-n", type=int, default=2, help="adapted top layers (the rest is cached)")
     p.add_argument("--model", default=None, help="backbone (default: bundled all-MiniLM-L6-v2)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per worker")
+    p.add_argument("--jobs", type=int, default=2, help="worker processes (settings run in parallel)")
     p.add_argument("--log", default="benchmarks/results/transfer_runs.jsonl")
     p.add_argument("--quick", action="store_true", help="tiny sizes: one target, one seed, 4 steps")
     return p.parse_args(argv)
@@ -59,42 +61,72 @@ def settings(args) -> list[tuple[str, int, int]]:
 
 
 def run_grid(args) -> list[dict]:
+    """Run every missing (setting, method); settings go to `--jobs` worker processes."""
+    log = Path(args.log)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    done = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() and not args.quick else []
+    have = {_key(r) for r in done}
+    todo = [s for s in settings(args) if any(_key(_row(args, *s, m)) not in have for m in args.methods.split(","))]
+    if args.jobs > 1 and len(todo) > 1:
+        from concurrent.futures import ProcessPoolExecutor
+        from multiprocessing import get_context
+
+        with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
+            new = [row for rows in pool.map(_run_setting, [(args, s, have) for s in todo]) for row in rows]
+    else:
+        new = [row for s in todo for row in _run_setting((args, s, have))]
+    config = _config(args)
+    return [r for r in done + new if r["config"] == config]
+
+
+def _config(args) -> str:
+    return f"len{args.max_seq_len}-src{args.source_rows}-top{args.top_n}-ep{args.epochs}-{args.model or 'minilm'}"
+
+
+def _row(args, target: str, shots: int, seed: int, method: str) -> dict:
+    return {"target": target, "shots": shots, "seed": seed, "method": method, "config": _config(args)}
+
+
+def _key(row: dict) -> tuple:
+    return row["target"], row["shots"], row["seed"], row["method"], row["config"]
+
+
+_LAST_TARGET = None
+
+
+def _run_setting(job) -> list[dict]:
+    """Every method on one (target, shots, seed), in an order rotated by the setting's index."""
     import torch
 
     from adapterkit.transfer import TransferSpec, run_algorithm
     from adapterkit.transfer.encoder import clear_prefix_cache
 
+    global _LAST_TARGET
+    args, (target, shots, seed), have = job
     torch.set_num_threads(args.threads)
-    log = Path(args.log)
-    log.parent.mkdir(parents=True, exist_ok=True)
-    done = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() and not args.quick else []
-    key = lambda r: (r["target"], r["shots"], r["seed"], r["method"], r["config"])
-    have = {key(r) for r in done}
+    if target != _LAST_TARGET:  # the cached hidden states of another target's rows: free them
+        clear_prefix_cache()
+        _LAST_TARGET = target
     epochs = dict(tuple(map(int, pair.split(":"))) for pair in args.epochs.split(","))
     methods = args.methods.split(",")
-    config = f"len{args.max_seq_len}-src{args.source_rows}-top{args.top_n}-ep{args.epochs}-{args.model or 'minilm'}"
-    runs, current_target = list(done), None
-    for k, (target, shots, seed) in enumerate(settings(args)):
-        if target != current_target:
-            clear_prefix_cache()  # cached hidden states of the previous target's rows
-            current_target = target
-        source = [d for d in DOMAINS if d != target]
-        for method in methods[k % len(methods):] + methods[: k % len(methods)]:  # rotated order
-            row = {"target": target, "shots": shots, "seed": seed, "method": method, "config": config}
-            if key(row) in have:
-                continue
-            spec = TransferSpec(source=source, target=target, target_shots=shots, model=args.model, seed=seed,
-                                max_seq_len=args.max_seq_len, epochs=epochs.get(shots, 3), quick=args.quick,
-                                options={"source_rows": args.source_rows, "top_n": args.top_n})
-            result = run_algorithm(method, spec)
-            row.update(test=result["test"], dev=result["dev"], seconds=result["seconds"], steps=result.get("steps"))
-            runs.append(row)
-            print(f"{target:<12} {shots:>4} seed {seed}  {method:<12} acc {row['test']['accuracy']:.4f} "
-                  f"f1 {row['test']['f1']:.4f}  {row['seconds']:.0f} s", flush=True)
-            if not args.quick:
-                with log.open("a") as f:
-                    f.write(json.dumps(row) + "\n")
-    return [r for r in runs if r["config"] == config]
+    k = settings(args).index((target, shots, seed))
+    rows = []
+    for method in methods[k % len(methods):] + methods[: k % len(methods)]:
+        row = _row(args, target, shots, seed, method)
+        if _key(row) in have:
+            continue
+        spec = TransferSpec(source=[d for d in DOMAINS if d != target], target=target, target_shots=shots,
+                            model=args.model, seed=seed, max_seq_len=args.max_seq_len, epochs=epochs.get(shots, 3),
+                            quick=args.quick, options={"source_rows": args.source_rows, "top_n": args.top_n})
+        result = run_algorithm(method, spec)
+        row.update(test=result["test"], seconds=result["seconds"], steps=result.get("steps"))
+        rows.append(row)
+        print(f"{target:<12} {shots:>4} seed {seed}  {method:<12} acc {row['test']['accuracy']:.4f} "
+              f"f1 {row['test']['f1']:.4f}  {row['seconds']:.0f} s", flush=True)
+        if not args.quick:
+            with open(args.log, "a") as f:  # one short line per write: appends from two workers stay whole
+                f.write(json.dumps(row) + "\n")
+    return rows
 
 
 def cell(values: list[float]) -> str:
@@ -106,10 +138,12 @@ def cell(values: list[float]) -> str:
 
 
 def table(runs: list[dict], methods: tuple[str, ...], shots: int) -> str:
-    """Methods x (target domains + average) of test accuracy and F1, mean ± std over seeds (in %)."""
+    """Methods x (target domains + average) of test accuracy and F1 in %, mean ± sample std over
+    seeds; the average column is the mean over domains per seed, its spread across seeds; s/run is
+    the median run time of the method (all methods of a setting run interleaved in one process)."""
     targets = [t for t in DOMAINS if any(r["target"] == t and r["shots"] == shots for r in runs)]
-    head = "| method | " + " | ".join(f"{t} acc | {t} F1" for t in targets) + " | avg acc | avg F1 |"
-    lines = [head, "|---|" + "---:|" * (2 * len(targets) + 2)]
+    head = "| method | " + " | ".join(f"{t} acc | {t} F1" for t in targets) + " | avg acc | avg F1 | s/run |"
+    lines = [head, "|---|" + "---:|" * (2 * len(targets) + 3)]
     for method in methods:
         mine = [r for r in runs if r["method"] == method and r["shots"] == shots]
         cells = []
@@ -119,7 +153,9 @@ def table(runs: list[dict], methods: tuple[str, ...], shots: int) -> str:
         seeds = sorted({r["seed"] for r in mine})
         per_seed = {m: [statistics.mean(r["test"][m] for r in mine if r["seed"] == s) for s in seeds
                         if sum(r["seed"] == s for r in mine) == len(targets)] for m in ("accuracy", "f1")}
-        lines.append(f"| {LABELS[method]} | " + " | ".join(cells) + f" | {cell(per_seed['accuracy'])} | {cell(per_seed['f1'])} |")
+        secs = f"{statistics.median(r['seconds'] for r in mine):.0f}" if mine else "-"
+        lines.append(f"| {LABELS[method]} | " + " | ".join(cells)
+                     + f" | {cell(per_seed['accuracy'])} | {cell(per_seed['f1'])} | {secs} |")
     return "\n".join(lines)
 
 

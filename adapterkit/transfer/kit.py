@@ -118,9 +118,8 @@ class Run:
         return {"accuracy": accuracy(preds, labels), "f1": f1(preds, labels)}
 
     def result(self, adapters: list[str], head: str, composition: str = "stack", **extra) -> dict:
-        """Target dev and test metrics (+ `extra`), and the trained parts saved under spec.output."""
-        out = {"test": self.score(self.target.test, adapters, head, composition),
-               "dev": self.score(self.target.dev, adapters, head, composition), **extra}
+        """Target test metrics (+ `extra`), and the trained parts saved under spec.output."""
+        out = {"test": self.score(self.target.test, adapters, head, composition), **extra}
         if self.spec.output:
             self.save(Path(self.spec.output))
         return out
