@@ -123,6 +123,15 @@ def test_settings_saved_and_from_pretrained(tmp_path):
     torch.testing.assert_close(_out(loaded, ids, mask), out)
 
 
+@pytest.mark.parametrize("family", ["bert", "llama"])
+def test_whole_model_compiles_without_graph_breaks(family):
+    build, left_pad = BUILDERS[family]
+    model = use_rsa(build(), density=0.5, block_size=16)
+    ids, mask = _batch(left_pad)
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+    torch.testing.assert_close(_out(compiled, ids, mask), _out(model, ids, mask))
+
+
 def test_layers_use_different_layouts():
     cfg = RSAConfig(seed=0)
     assert len({cfg.layer_seed(i) for i in range(12)}) == 12

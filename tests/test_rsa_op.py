@@ -43,6 +43,12 @@ def test_layout_is_seeded_per_head_and_prefix_stable():
     assert torch.equal(layout_block_mask(long)[:, :10, :10], layout_block_mask(short))
 
 
+def test_layout_op_for_torch_compile():
+    torch.library.opcheck(torch.ops.adapterkit.rsa_layout.default, (300, 3, 64, 0.3, 1, True))
+    assert torch.equal(torch.ops.adapterkit.rsa_layout(300, 3, 64, 0.3, 1, True),
+                       rsa_layout(300, 3, block_size=64, density=0.3, seed=1, causal=True))
+
+
 def test_layout_rejects_bad_settings():
     with pytest.raises(RSAError, match="density"):
         rsa_layout(128, 2, density=0.0)

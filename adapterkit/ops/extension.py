@@ -42,6 +42,8 @@ def _try_import(kind: str, module: str) -> None:
 
 def load() -> _Kernels:
     """Import the extension modules once; their static initialisers register the ops."""
+    if _state.loaded:  # lock-free after the first call (and traceable by torch.compile)
+        return _state
     with _lock:
         if _state.loaded:
             return _state

@@ -141,9 +141,7 @@ def rsa_mask(batch_size: int, q_length: int, kv_length: int, q_offset=0, kv_offs
     mask_function = mask_function or causal_mask_function
     causal = _plain_pattern(mask_function, q_length, kv_length, q_offset, kv_offset)
     if causal is not None and (attention_mask is None or attention_mask.shape[-1] == kv_length):
-        padding = None
-        if attention_mask is not None and not bool(attention_mask.all()):
-            padding = attention_mask.to(torch.bool)
+        padding = None if attention_mask is None else attention_mask.to(torch.bool)
         return RSAMask(key_padding=padding, causal=causal)
     kwargs.pop("allow_is_causal_skip", None)
     kwargs.pop("allow_is_bidirectional_skip", None)

@@ -92,6 +92,26 @@ def _on_device(layout: torch.Tensor, device: str) -> torch.Tensor:
     return layout.to(device)  # tensors hash by identity: one copy per cached CPU layout
 
 
+def max_blocks_per_row(n_blocks, density: float) -> int:
+    """Columns of a layout: the last row has the most candidates, causal or not."""
+    if isinstance(n_blocks, int) and n_blocks == 0:
+        return 1
+    return min(n_blocks, max(1, math.floor(density * n_blocks + 0.5)))
+
+
+@torch.library.custom_op("adapterkit::rsa_layout", mutates_args=())
+def layout_op(seq_len: int, heads: int, block_size: int, density: float, seed: int,
+              causal: bool) -> torch.Tensor:
+    """`rsa_layout` as an op, so that torch.compile keeps it out of the traced graph."""
+    return cached_layout(seq_len, heads, block_size, density, seed, causal).clone()
+
+
+@layout_op.register_fake
+def _(seq_len, heads, block_size, density, seed, causal):
+    n = (seq_len + block_size - 1) // block_size
+    return torch.empty((heads, n, max_blocks_per_row(n, density)), dtype=torch.int32)
+
+
 def rsa_layout(seq_len: int, num_heads: int, *, block_size: int = 64, density: float = 0.25,
                seed: int = 0, causal: bool = False) -> torch.Tensor:
     """Selected key blocks: int32 (num_heads, n_blocks, k), ascending, -1 padded.

@@ -12,7 +12,7 @@ import threading
 import torch
 
 from adapterkit.ops import extension
-from adapterkit.ops.layout import RSAError, cached_layout
+from adapterkit.ops.layout import RSAError, check_settings, layout_op
 from adapterkit.ops.reference import reference_forward
 
 _registered = False
@@ -48,6 +48,8 @@ def _backward(ctx, grad_out, _grad_lse):
 def ensure_registered() -> bool:
     """Load the extension and register the Python halves of the op once. True if loaded."""
     global _registered
+    if _registered:
+        return True
     if not extension.available("cpu"):
         return False
     with _lock:
@@ -83,7 +85,8 @@ def rsa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, block_si
     """
     _check(q, k, v, attention_mask)
     _, heads, seq, dim = q.shape
-    layout = cached_layout(seq, heads, block_size, density, seed, causal, q.device)
+    check_settings(density, block_size)
+    layout = layout_op(seq, heads, block_size, float(density), int(seed), bool(causal)).to(q.device)
     key_mask = None if attention_mask is None else attention_mask.to(torch.bool).contiguous()
     scale = dim ** -0.5 if scale is None else float(scale)
     if ensure_registered() and extension.available(q.device.type):
