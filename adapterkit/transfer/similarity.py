@@ -13,6 +13,8 @@ and quadratic entropy uses cosine distances between the backbone's input word em
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
@@ -84,20 +86,24 @@ def bayes_search(objective, dim: int, n_init: int, n_iter: int, seed: int, candi
     expected improvement under a Gaussian process (Matern 5/2 + noise). Returns (best w, best
     value, history of values)."""
     from scipy.stats import norm
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.gaussian_process import GaussianProcessRegressor
     from sklearn.gaussian_process.kernels import Matern, WhiteKernel
+    from threadpoolctl import threadpool_limits
 
     rng = np.random.default_rng(seed)
-    xs = list(rng.uniform(-1, 1, (n_init, dim)))
-    ys = [objective(x) for x in xs]
-    for _ in range(n_iter):
-        gp = GaussianProcessRegressor(Matern(nu=2.5) + WhiteKernel(1e-3), normalize_y=True, random_state=seed)
-        gp.fit(np.array(xs), np.array(ys))
-        pool = rng.uniform(-1, 1, (candidates, dim))
-        mu, sigma = gp.predict(pool, return_std=True)
-        z = (mu - max(ys)) / np.maximum(sigma, 1e-9)
-        expected = (mu - max(ys)) * norm.cdf(z) + sigma * norm.pdf(z)
-        xs.append(pool[int(np.argmax(expected))])
-        ys.append(objective(xs[-1]))
+    with threadpool_limits(1), warnings.catch_warnings():  # small matrices: extra threads only contend
+        warnings.simplefilter("ignore", ConvergenceWarning)  # a noise-free objective sits at the noise bound
+        xs = list(rng.uniform(-1, 1, (n_init, dim)))
+        ys = [objective(x) for x in xs]
+        for _ in range(n_iter):
+            kernel = Matern(nu=2.5) + WhiteKernel(1e-3, noise_level_bounds=(1e-8, 1.0))
+            gp = GaussianProcessRegressor(kernel, normalize_y=True, random_state=seed).fit(np.array(xs), np.array(ys))
+            pool = rng.uniform(-1, 1, (candidates, dim))
+            mu, sigma = gp.predict(pool, return_std=True)
+            z = (mu - max(ys)) / np.maximum(sigma, 1e-9)
+            expected = (mu - max(ys)) * norm.cdf(z) + sigma * norm.pdf(z)
+            xs.append(pool[int(np.argmax(expected))])
+            ys.append(objective(xs[-1]))
     best = int(np.argmax(ys))
     return xs[best], ys[best], ys
