@@ -17,6 +17,7 @@ import random
 import torch
 import torch.nn.functional as F
 
+from adapterkit.errors import AdapterkitError
 from adapterkit.transfer import similarity
 from adapterkit.transfer.common import fit
 from adapterkit.transfer.feature import train_fully_shared
@@ -44,6 +45,8 @@ def ruder_plank(spec: TransferSpec) -> dict:
     on the chosen rows. See adapterkit.transfer.similarity for the features.
     """
     run, opts = setup(spec, RP_OPTIONS)
+    if not 0 < opts["keep"] <= 1:
+        raise AdapterkitError(f"keep must be a fraction in (0, 1], got {opts['keep']!r}")
     pool = [(d, row) for d in run.sources for row in run.data[d].train]
     frozen = {name: _frozen_features(run, rows) for name, rows in
               (("pool", [r for _, r in pool]), ("train", run.target.train), ("dev", run.target.dev))}
@@ -104,6 +107,9 @@ def reinforced(spec: TransferSpec, discriminator: bool) -> dict:
     target-like examples and dropping source-like ones is rewarded at once.
     """
     run, opts = setup(spec, RL_OPTIONS)
+    if opts["reward"] not in ("loss", "accuracy") or int(opts["episode"]) < 1:
+        raise AdapterkitError(f"reward must be 'loss' or 'accuracy' and episode >= 1; got {opts['reward']!r}, "
+                              f"{opts['episode']!r}")
     run.add_adapters(*ADAPTER)
     run.add_heads("shared")
     selector = Selector(run.hidden + 2)

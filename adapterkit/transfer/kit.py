@@ -42,6 +42,8 @@ def options(spec: TransferSpec, defaults: dict) -> dict:
 
 @dataclass
 class Run:
+    """The backbone with its adapters, the run's heads, the encoder and the prepared domain rows."""
+
     spec: TransferSpec
     model: nn.Module
     encoder: Encoder
