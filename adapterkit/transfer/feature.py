@@ -137,7 +137,9 @@ class Relationship:
     (Zhang & Yeung's multi-task relationship learning, UAI 2010), done every `relation_every`
     steps. Related domains' heads are pulled together through Omega^-1, so the few-shot target
     head borrows from the source heads in proportion to how related they turn out to be. The
-    learned Omega is reported (`relationship` in the result).
+    learned Omega is reported (`relationship` in the result). This is our reading of Yu et al.
+    (relationship learning on the domain-specific output layers, with Omega learned from them
+    rather than fixed); their full text was not at hand offline, so check it against the paper.
     """
 
     def __init__(self, run: Run, domains: list[str], eps: float = 1e-3):
