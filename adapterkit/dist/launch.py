@@ -80,11 +80,13 @@ _PEER_ERRORS = ("Connection closed by peer", "Connection reset by peer", "Broken
 
 
 def _collateral(failure) -> tuple:
-    """Sort key, the cause first: the agent stops the survivors with SIGTERM and survivors
-    blocked in a collective fail with a peer error, so those come last; then by time."""
+    """Sort key, the cause first: a worker killed by a signal other than the agent's SIGTERM
+    (its exit can be recorded after a survivor's), then errors that are not a survivor's peer
+    error or SIGTERM stop; then by time."""
+    killed = failure.exitcode < 0 and failure.signal_name() != "SIGTERM"
     stopped = failure.exitcode < 0 and failure.signal_name() == "SIGTERM"
     peer = any(p in _message(failure) for p in _PEER_ERRORS)
-    return (stopped, peer, failure.timestamp)
+    return (not killed, stopped, peer, failure.timestamp)
 
 
 def _message(failure) -> str:
