@@ -25,6 +25,8 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # workers import adapterkit from this checkout
+
 FEATURE = ("target-only", "source-only", "mixed", "sequential", "fs", "ss", "ss-adv", "drss", "drss-adv")
 INSTANCE = ("source-only", "target-only", "fs", "ruder-plank", "rtl", "mgtl")
 METHODS = tuple(dict.fromkeys(FEATURE + INSTANCE))
