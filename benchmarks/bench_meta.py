@@ -23,11 +23,14 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 AMAZON = ("books", "dvd", "electronics", "kitchen")
 GLUE_SOURCES = ("mrpc", "sst2", "cola")
