@@ -7,6 +7,9 @@ medians over rounds), for batch 1, 12 heads, head dim 64, block 64:
   flex    FlexAttention (torch.compile'd) with the RSA pattern as a BlockMask (forward only)
   rsa     adapterkit.ops.rsa_attention (the compiled kernel)
 over sequence lengths, densities, float32 / bfloat16, forward and forward+backward.
+Times are medians of wall-clock milliseconds; process CPU time is recorded too,
+and "per busy core" throughput (FLOPs / CPU seconds) is compared with the peak of
+one core, which stays meaningful when other processes share the machine.
 Peak memory is measured after all timings, one call per variant: the rise of the
 process's peak resident set (VmHWM, reset before the call) over the resident set
 before it, so inputs are not counted. Before each call freed heap memory is
@@ -49,6 +52,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--peak-gflops", type=float, default=350.0,
                    help="machine float32 peak for the fraction-of-peak column (default 350: 2 cores)")
     p.add_argument("--out", default="runs/bench_rsa.json", help="JSON results (default runs/bench_rsa.json)")
+    p.add_argument("--table", nargs="+", metavar="JSON", help="only print a markdown table of saved results")
     args = p.parse_args(argv)
     if args.quick:
         args.seqs, args.densities, args.rounds = [4096], [1 / 4], 3
@@ -150,16 +154,20 @@ def rsa_flops(layout: torch.Tensor, seq: int) -> float:
 
 # ---------------------------------------------------------------- measurement
 
-def interleaved(fns: dict, rounds: int) -> dict:
+def interleaved(fns: dict, rounds: int) -> tuple[dict, dict]:
+    """Median wall and process-CPU milliseconds per variant, one call of each per round."""
     for fn in fns.values():
         fn()                                   # warm up (and compile)
-    times = {name: [] for name in fns}
+    wall = {name: [] for name in fns}
+    cpu = {name: [] for name in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(ts) * 1e3 for name, ts in times.items()}
+            wall[name].append(time.perf_counter() - start)
+            cpu[name].append(time.process_time() - start_cpu)
+    med = lambda ts: {n: statistics.median(t) * 1e3 for n, t in ts.items()}  # noqa: E731
+    return med(wall), med(cpu)
 
 
 def setup(seq: int, dtype: torch.dtype, density: float, args, flex):
@@ -177,13 +185,16 @@ def measure(seq: int, dtype: torch.dtype, density: float, args, flex) -> list[di
     rows = []
     for mode, ctx in (("fwd", torch.no_grad), ("fwd+bwd", torch.enable_grad)):
         with ctx():
-            ms = interleaved(calls[mode], args.rounds)
+            ms, cpu_ms = interleaved(calls[mode], args.rounds)
         flops = rsa_flops(layout, seq) * (1 if mode == "fwd" else 3.5)
         dense_flops = 4 * HEAD_DIM * HEADS * seq * seq * (1 if mode == "fwd" else 3.5)
         rows.append({"seq": seq, "dtype": str(dtype).replace("torch.", ""), "density": density,
-                     "mode": mode, "ms": ms,
+                     "mode": mode, "ms": ms, "cpu_ms": cpu_ms,
                      "selected": float((layout >= 0).sum()) / (HEADS * layout.shape[1] ** 2),
-                     "rsa_gflops": flops / ms["rsa"] / 1e6, "dense_gflops": dense_flops / ms["dense"] / 1e6})
+                     "rsa_gflops": flops / ms["rsa"] / 1e6, "dense_gflops": dense_flops / ms["dense"] / 1e6,
+                     # per busy core: FLOPs over the CPU time the process got (robust to other load)
+                     "rsa_gflops_per_core": flops / cpu_ms["rsa"] / 1e6,
+                     "dense_gflops_per_core": dense_flops / cpu_ms["dense"] / 1e6})
         report(rows[-1], args)
     return rows
 
@@ -201,14 +212,47 @@ def report(row: dict, args) -> None:
     ms = row["ms"]
     speed = " ".join(f"{n}={ms[n]:.1f}" for n in ms)
     ratios = " ".join(f"{n}/rsa={ms[n] / ms['rsa']:.2f}x" for n in ms if n != "rsa")
-    frac = f" ({row['rsa_gflops'] / args.peak_gflops:.0%} of fp32 peak)" if row["dtype"] == "float32" else ""
+    core_peak = args.peak_gflops / args.threads
+    frac = ""
+    if row["dtype"] == "float32":
+        frac = (f" ({row['rsa_gflops'] / args.peak_gflops:.0%} of peak; per busy core "
+                f"{row['rsa_gflops_per_core']:.0f} = {row['rsa_gflops_per_core'] / core_peak:.0%}, "
+                f"dense {row['dense_gflops_per_core'] / core_peak:.0%})")
     print(f"seq {row['seq']:5d} {row['dtype']:8s} d={row['density']:.3f} {row['mode']:7s} | ms {speed} | "
           f"{ratios} | rsa {row['rsa_gflops']:.0f} GFLOP/s{frac}, dense {row['dense_gflops']:.0f}",
           flush=True)
 
 
+def markdown(paths: list[str], peak_gflops: float, threads: int) -> str:
+    """The saved rows as one markdown table: times (ms), speed-ups of rsa, throughput, peak memory."""
+    lines = ["| seq | dtype | density | pass | dense ms | mask ms | flex ms | rsa ms | dense/rsa | "
+             "mask/rsa | flex/rsa | rsa GFLOP/s | rsa / dense per busy core | peak MB dense / mask / flex / rsa |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for path in paths:
+        for r in json.loads(Path(path).read_text())["rows"]:
+            ms, mem = r["ms"], r.get("peak_mb", {})
+            cell = lambda n: f"{ms[n]:.0f}" if n in ms else "-"                      # noqa: E731
+            ratio = lambda n: f"{ms[n] / ms['rsa']:.2f}x" if n in ms else "-"        # noqa: E731
+            peak = " / ".join(f"{mem[n]:.0f}" if mem.get(n) is not None else "-"
+                              for n in ("dense", "mask", "flex", "rsa"))
+            gflops = f"{r['rsa_gflops']:.0f}"
+            core = f"{r['rsa_gflops_per_core']:.0f} / {r['dense_gflops_per_core']:.0f}"
+            if r["dtype"] == "float32":
+                gflops += f" ({r['rsa_gflops'] / peak_gflops:.0%})"
+                core_peak = peak_gflops / threads
+                core = (f"{r['rsa_gflops_per_core']:.0f} ({r['rsa_gflops_per_core'] / core_peak:.0%}) / "
+                        f"{r['dense_gflops_per_core']:.0f} ({r['dense_gflops_per_core'] / core_peak:.0%})")
+            lines.append(f"| {r['seq']} | {r['dtype']} | 1/{round(1 / r['density'])} | {r['mode']} | "
+                         f"{cell('dense')} | {cell('mask')} | {cell('flex')} | {cell('rsa')} | "
+                         f"{ratio('dense')} | {ratio('mask')} | {ratio('flex')} | {gflops} | {core} | {peak} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
+    if args.table:
+        print(markdown(args.table, args.peak_gflops, args.threads))
+        return
     torch.set_num_threads(args.threads)
     if not extension.available("cpu"):
         sys.exit("the compiled RSA kernel is not built: this benchmark would time the reference")

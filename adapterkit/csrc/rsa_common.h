@@ -40,6 +40,7 @@ struct Geometry {
   int64_t kmax;  // columns of the layout (selected key blocks, -1 padded)
   bool causal;
   double scale;
+  const bool* live = nullptr;  // (B, nqb): key block holds a real token; null = all do
 
   int64_t items() const { return B * H * nqb; }
 
@@ -63,16 +64,18 @@ struct Strides {
   int64_t offset(int64_t bi, int64_t hi, int64_t si) const { return bi * b + hi * h + si * s; }
 };
 
-// The selected key blocks of (head, query block), ascending; -1 ends a row.
-// Blocks after the query block are skipped in causal mode.
-inline int64_t selected_blocks(const int32_t* layout, const Geometry& g, int64_t h, int64_t i,
-                               int64_t* out) {
+// The selected key blocks of (batch, head, query block), ascending; -1 ends a
+// layout row. Skipped: blocks after the query block in causal mode, and blocks
+// that hold only padding (they would contribute exp(-inf) = 0 everywhere).
+inline int64_t selected_blocks(const int32_t* layout, const Geometry& g, int64_t b, int64_t h,
+                               int64_t i, int64_t* out) {
   const int32_t* row = layout + (h * g.nqb + i) * g.kmax;
+  const bool* live = g.live ? g.live + b * g.nqb : nullptr;
   int64_t n = 0;
   for (int64_t c = 0; c < g.kmax; ++c) {
-    int64_t j = row[c];
+    const int64_t j = row[c];
     if (j < 0) break;
-    if (g.causal && j > i) continue;
+    if ((g.causal && j > i) || (live && !live[j])) continue;
     out[n++] = j;
   }
   return n;

@@ -131,7 +131,7 @@ void backward_item(const BackwardArgs<T>& a, BackwardScratch<T>& sc, int64_t ite
   row_terms(a, sc, b, h, q0, m);
   std::fill(sc.gqt.begin(), sc.gqt.begin() + D * m, T(0));
 
-  const int64_t nsel = selected_blocks(a.layout, g, h, i, sc.blocks.data());
+  const int64_t nsel = selected_blocks(a.layout, g, b, h, i, sc.blocks.data());
   for (int64_t c = 0; c < nsel; ++c) {
     const int64_t j = sc.blocks[c], key0 = j * g.bs, n = g.block_rows(j);
     const T* K = a.k + a.ks.offset(b, h, key0);

@@ -48,17 +48,28 @@ Geometry check_inputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor
   return Geometry{B, H, S, D, block_size, nqb, layout.size(2), causal, scale};
 }
 
+// (B, nqb) bool: whether each key block holds at least one real token.
+at::Tensor live_blocks(const at::Tensor& key_mask, Geometry& g) {
+  if (!key_mask.defined()) return at::Tensor();
+  at::Tensor padded = at::zeros({g.B, g.nqb * g.bs}, key_mask.options());
+  padded.narrow(1, 0, g.S).copy_(key_mask);
+  at::Tensor live = padded.view({g.B, g.nqb, g.bs}).any(-1).contiguous();
+  g.live = live.const_data_ptr<bool>();
+  return live;
+}
+
 }  // namespace
 
 std::tuple<at::Tensor, at::Tensor> rsa_fwd_cpu(const at::Tensor& q_in, const at::Tensor& k_in,
                                                const at::Tensor& v_in, const at::Tensor& layout_in,
                                                const std::optional<at::Tensor>& key_mask_in,
                                                int64_t block_size, bool causal, double scale) {
-  const Geometry g = check_inputs(q_in, k_in, v_in, layout_in, key_mask_in, block_size, causal, scale);
+  Geometry g = check_inputs(q_in, k_in, v_in, layout_in, key_mask_in, block_size, causal, scale);
   at::Tensor q = last_dim_contiguous(q_in), k = last_dim_contiguous(k_in), v = last_dim_contiguous(v_in);
   at::Tensor layout = layout_in.contiguous();
   at::Tensor key_mask = key_mask_in.has_value() ? key_mask_in->contiguous() : at::Tensor();
   const bool* km = key_mask.defined() ? key_mask.const_data_ptr<bool>() : nullptr;
+  const at::Tensor live = live_blocks(key_mask, g);
   const auto lse_type = q.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   at::Tensor out = at::empty(q.sizes(), q.options().memory_format(at::MemoryFormat::Contiguous));
   at::Tensor lse = at::empty({g.B, g.H, g.S}, q.options().dtype(lse_type));
@@ -78,7 +89,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rsa_bwd_cpu(
     const at::Tensor& v_in, const at::Tensor& out_in, const at::Tensor& lse_in,
     const at::Tensor& layout_in, const std::optional<at::Tensor>& key_mask_in, int64_t block_size,
     bool causal, double scale) {
-  const Geometry g = check_inputs(q_in, k_in, v_in, layout_in, key_mask_in, block_size, causal, scale);
+  Geometry g = check_inputs(q_in, k_in, v_in, layout_in, key_mask_in, block_size, causal, scale);
   TORCH_CHECK(grad_out_in.sizes() == q_in.sizes() && out_in.sizes() == q_in.sizes(),
               "rsa_attention backward: grad_out and out must have the shape of q");
   // bfloat16 gradients are computed in float32 (the backward is GEMM-light enough).
@@ -89,6 +100,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rsa_bwd_cpu(
   at::Tensor layout = layout_in.contiguous();
   at::Tensor key_mask = key_mask_in.has_value() ? key_mask_in->contiguous() : at::Tensor();
   const bool* km = key_mask.defined() ? key_mask.const_data_ptr<bool>() : nullptr;
+  const at::Tensor live = live_blocks(key_mask, g);
   at::Tensor gq = at::zeros(q.sizes(), q.options());
   at::Tensor gk = at::zeros(q.sizes(), q.options());
   at::Tensor gv = at::zeros(q.sizes(), q.options());
