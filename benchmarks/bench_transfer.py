@@ -11,7 +11,7 @@ order, on the same data; every run is appended to a JSON-lines log as it finishe
 re-run with the same log skips what is already there (`--log`), so a long grid can resume.
 Defaults (chosen to fit about an hour on an idle 2-core machine, see benchmarks/README.md):
 all-MiniLM-L6-v2, max_seq_len 64, adapters (bottleneck 64) in the top 2 layers with the
-frozen 4 below cached once per review, 300 train reviews per source domain, batch 16, lr 1e-3,
+frozen 4 below cached once per review, 300 train reviews per source domain, batch 16, lr 3e-3,
 epochs 6 at 100 shots and 2 at 400 shots (42 and 50 steps of one target and one source batch),
 two worker processes of one thread each.
 """
@@ -44,6 +44,7 @@ def parse_args(argv=None):
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--epochs", default="100:6,400:2", help="target epochs per shot count, SHOTS:EPOCHS,...")
     p.add_argument("--max-seq-len", type=int, default=64)
+    p.add_argument("--lr", type=float, default=3e-3, help="AdamW learning rate of adapters and heads")
     p.add_argument("--source-rows", type=int, default=300, help="train reviews per source domain")
     p.add_argument("--top-n", type=int, default=2, help="adapted top layers (the rest is cached)")
     p.add_argument("--model", default=None, help="backbone (default: bundled all-MiniLM-L6-v2)")
@@ -82,7 +83,8 @@ def run_grid(args) -> list[dict]:
 
 
 def _config(args) -> str:
-    return f"len{args.max_seq_len}-src{args.source_rows}-top{args.top_n}-ep{args.epochs}-{args.model or 'minilm'}"
+    return (f"len{args.max_seq_len}-src{args.source_rows}-top{args.top_n}-ep{args.epochs}-lr{args.lr}"
+            f"-{args.model or 'minilm'}")
 
 
 def _row(args, target: str, shots: int, seed: int, method: str) -> dict:
@@ -118,7 +120,7 @@ def _run_setting(job) -> list[dict]:
         if _key(row) in have:
             continue
         spec = TransferSpec(source=[d for d in DOMAINS if d != target], target=target, target_shots=shots,
-                            model=args.model, seed=seed, max_seq_len=args.max_seq_len, epochs=epochs.get(shots, 3),
+                            model=args.model, seed=seed, max_seq_len=args.max_seq_len, epochs=epochs.get(shots, 3), lr=args.lr,
                             quick=args.quick, options={"source_rows": args.source_rows, "top_n": args.top_n})
         result = run_algorithm(method, spec)
         row.update(test=result["test"], seconds=result["seconds"], steps=result.get("steps"))
