@@ -120,10 +120,13 @@ def _run_setting(job) -> list[dict]:
         if _key(row) in have:
             continue
         spec = TransferSpec(source=[d for d in DOMAINS if d != target], target=target, target_shots=shots,
-                            model=args.model, seed=seed, max_seq_len=args.max_seq_len, epochs=epochs.get(shots, 3), lr=args.lr,
-                            quick=args.quick, options={"source_rows": args.source_rows, "top_n": args.top_n})
+                            model=args.model, seed=seed, max_seq_len=args.max_seq_len, epochs=epochs.get(shots, 3),
+                            lr=args.lr, quick=args.quick,
+                            options={"source_rows": args.source_rows, "top_n": args.top_n})
+        cpu = time.process_time()
         result = run_algorithm(method, spec)
-        row.update(test=result["test"], seconds=result["seconds"], steps=result.get("steps"))
+        row.update(test=result["test"], seconds=result["seconds"], cpu_seconds=time.process_time() - cpu,
+                   steps=result.get("steps"))
         rows.append(row)
         print(f"{target:<12} {shots:>4} seed {seed}  {method:<12} acc {row['test']['accuracy']:.4f} "
               f"f1 {row['test']['f1']:.4f}  {row['seconds']:.0f} s", flush=True)
@@ -170,8 +173,10 @@ def report(runs: list[dict], args, wall: float) -> str:
                 f"### {shots} target shots: instance-based (table 9 layout; TL method = FS)", "",
                 table(runs, INSTANCE, shots), ""]
     seconds = sum(r["seconds"] for r in runs)
-    out.append(f"{len(runs)} runs, {seconds / 60:.1f} min of run time (sum over runs); this invocation's wall time "
-               f"{wall / 60:.1f} min; load average at the end {os.getloadavg()[0]:.1f}.")
+    cpu = sum(r.get("cpu_seconds", 0.0) for r in runs)
+    out.append(f"{len(runs)} runs: {seconds / 60:.1f} min of run time and {cpu / 60:.1f} min of CPU time (sums over "
+               f"runs, one thread each); this invocation's wall time {wall / 60:.1f} min; load average at the end "
+               f"{os.getloadavg()[0]:.1f}.")
     return "\n".join(out)
 
 
