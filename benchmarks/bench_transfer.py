@@ -166,12 +166,55 @@ def table(runs: list[dict], methods: tuple[str, ...], shots: int) -> str:
     return "\n".join(lines)
 
 
+# The paper's shape (sections 5.4, 5.5): each claim is "better beats worse" in test accuracy;
+# a tuple stands for the best of those methods.
+CLAIMS = (
+    ("Src-Only < Tgt-Only", "target-only", "source-only"),
+    ("FS > Tgt-Only", "fs", "target-only"),
+    ("SS > Tgt-Only", "ss", "target-only"),
+    ("DRSS(-Adv) best among feature-based", ("drss", "drss-adv"), ("fs", "ss", "ss-adv")),
+    ("Ruder and Plank > TL method (FS)", "ruder-plank", "fs"),
+    ("RTL > Ruder and Plank", "rtl", "ruder-plank"),
+    ("MGTL > Ruder and Plank", "mgtl", "ruder-plank"),
+    ("MGTL > RTL", "mgtl", "rtl"),
+)
+
+
+def _accuracy(runs: list[dict], methods, target: str | None, shots: int) -> float | None:
+    """Mean test accuracy over seeds (and over targets when target is None); best of a tuple."""
+    values = []
+    for method in (methods,) if isinstance(methods, str) else methods:
+        mine = [r["test"]["accuracy"] for r in runs if r["method"] == method and r["shots"] == shots
+                and (target is None or r["target"] == target)]
+        values.append(statistics.mean(mine) if mine else None)
+    return None if None in values else max(values)
+
+
+def shape(runs: list[dict]) -> str:
+    """For each claim: in how many (target, shots) cells it holds, and the margin on the average."""
+    cells = sorted({(r["target"], r["shots"]) for r in runs})
+    all_shots = sorted({s for _, s in cells})
+    lines = ["| claim | cells where it holds | " + " | ".join(f"margin, avg acc, {n} shots" for n in all_shots) + " |",
+             "|---|---:|" + "---:|" * len(all_shots)]
+    for label, better, worse in CLAIMS:
+        pairs = [(_accuracy(runs, better, t, n), _accuracy(runs, worse, t, n)) for t, n in cells]
+        pairs = [(b, w) for b, w in pairs if b is not None and w is not None]
+        margins = []
+        for n in all_shots:
+            b, w = _accuracy(runs, better, None, n), _accuracy(runs, worse, None, n)
+            margins.append(f"{100 * (b - w):+.1f}" if b is not None and w is not None else "-")
+        lines.append(f"| {label} | {sum(b > w for b, w in pairs)} of {len(pairs)} | " + " | ".join(margins) + " |")
+    return "\n".join(lines)
+
+
 def report(runs: list[dict], args, wall: float) -> str:
     out = []
     for shots in sorted({r["shots"] for r in runs}):
         out += [f"### {shots} target shots: feature-based (table 8 layout)", "", table(runs, FEATURE, shots), "",
                 f"### {shots} target shots: instance-based (table 9 layout; TL method = FS)", "",
                 table(runs, INSTANCE, shots), ""]
+    out += ["### The paper's shape, cell by cell (mean accuracy over seeds per target domain and shots)", "",
+            shape(runs), ""]
     seconds = sum(r["seconds"] for r in runs)
     cpu = sum(r.get("cpu_seconds", 0.0) for r in runs)
     out.append(f"{len(runs)} runs: {seconds / 60:.1f} min of run time and {cpu / 60:.1f} min of CPU time (sums over "
