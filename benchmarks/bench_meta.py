@@ -140,22 +140,24 @@ def finetune_arms(args, records: Records, table: str, target: str, ratio: float,
 def run_metaft(args, records, tokenizer, seeds, cache):
     domains = args.domains.split(",")
     ratios = [float(r) for r in args.ratios_amazon.split(",")]
-    for target in domains:
+    algorithms = ("metaft", "reptile", "fomaml") if args.baselines else ("metaft",)
+    arms = {}
+    for target in domains:  # every start first, then seed by seed: a cut-short run holds whole seeds
         sources = [d for d in AMAZON if d != target]
-        algorithms = ("metaft", "reptile", "fomaml") if args.baselines else ("metaft",)
-        arms = {"no": None, **{a: meta_start(args, records, a, target, sources, args.seq_amazon, tokenizer, cache)
-                               for a in algorithms}}
-        for ratio in ratios:
-            for seed in seeds:
-                finetune_arms(args, records, "11", target, ratio, AMAZON_TRAIN, seed, arms, args.seq_amazon, tokenizer)
+        arms[target] = {"no": None, **{a: meta_start(args, records, a, target, sources, args.seq_amazon, tokenizer, cache)
+                                       for a in algorithms}}
+    for seed in seeds:
+        for target in domains:
+            for ratio in ratios:
+                finetune_arms(args, records, "11", target, ratio, AMAZON_TRAIN, seed, arms[target], args.seq_amazon, tokenizer)
 
 
 def run_metadtl(args, records, tokenizer, seeds, cache):
     ratios = [float(r) for r in args.ratios_rte.split(",")]
     starts = {a: meta_start(args, records, a, "rte", list(GLUE_SOURCES), args.seq_glue, tokenizer, cache)
               for a in ("metaft", "metadtl")}
-    for ratio in ratios:
-        for seed in seeds:
+    for seed in seeds:
+        for ratio in ratios:
             finetune_arms(args, records, "12", "rte", ratio, RTE_TRAIN, seed, {"single": None, **starts},
                           args.seq_glue, tokenizer)
 
