@@ -22,7 +22,8 @@ def _spec(model, **kw):
                         max_seq_len=48, **kw)
 
 
-@pytest.mark.parametrize("action, reward, direction", [(1.0, 1.0, +1), (1.0, -1.0, -1), (0.0, 1.0, -1), (0.0, -1.0, +1)])
+@pytest.mark.parametrize("action, reward, direction",
+                         [(1.0, 1.0, +1), (1.0, -1.0, -1), (0.0, 1.0, -1), (0.0, -1.0, +1)])
 def test_policy_gradient_makes_rewarded_actions_more_likely(action, reward, direction):
     torch.manual_seed(0)
     selector = Selector(5)

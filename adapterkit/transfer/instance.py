@@ -153,7 +153,8 @@ def reinforced(spec: TransferSpec, discriminator: bool) -> dict:
             update_selector(states, actions, opts["immediate_weight"] * immediate_advantages(actions, p_target))
         return loss
 
-    steps = len(fit(run.params(ADAPTER, *([critic] if critic else [])), run.steps(len(run.target.train)), step, spec.lr))
+    params = run.params(ADAPTER, *([critic] if critic else []))
+    steps = len(fit(params, run.steps(len(run.target.train)), step, spec.lr))
     return run.result(ADAPTER, "shared", steps=steps, kept_fraction=state["kept"] / max(1, state["seen"]),
                       delayed_rewards=[round(r, 5) for r in state["rewards"]])
 

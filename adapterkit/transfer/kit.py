@@ -134,7 +134,8 @@ class Run:
         for name in get_bank(self.model).adapters:
             save_adapter(self.model, name, folder / "adapters" / name, include_head=False)
         folder.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.detach().contiguous() for k, v in self.heads.state_dict().items()}, str(folder / "heads.safetensors"))
+        heads = {k: v.detach().contiguous() for k, v in self.heads.state_dict().items()}
+        save_file(heads, str(folder / "heads.safetensors"))
 
 
 def setup(spec: TransferSpec, defaults: dict | None = None) -> tuple[Run, dict]:
