@@ -195,6 +195,6 @@ def _variant(name: str, adversarial: bool, relational: bool, summary: str):
 
 
 ss = _variant("ss", False, False, "SharedPrivate (SS): shared + per-domain private adapters in parallel, domain heads.")
-ss_adv = _variant("ss-adv", True, False, "SharedPrivate-Adv: SS + domain classifier (reversed gradient) + orthogonality.")
+ss_adv = _variant("ss-adv", True, False, "SS-Adv: SS + domain classifier (reversed gradient) + orthogonality.")
 drss = _variant("drss", False, True, "DRSS: SS + a learned domain-relationship matrix over the domain heads.")
 drss_adv = _variant("drss-adv", True, True, "DRSS-Adv: DRSS + domain classifier (reversed gradient) + orthogonality.")
