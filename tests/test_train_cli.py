@@ -21,7 +21,7 @@ def _run(*args):
 
 def _train(tiny_bert_dir, glue_dir, out, task="cola", *extra):
     return _run("train", "--task", task, "--model", tiny_bert_dir, "--data-dir", glue_dir, "--output", out,
-                "--max-steps", 20, "--batch-size", 8, "--max-seq-len", 32, "--bottleneck", 8, "--lr", 5e-3,
+                "--max-steps", 20, "--epochs", 10, "--batch-size", 8, "--max-seq-len", 32, "--bottleneck", 8, "--lr", 5e-3,
                 "--quiet", *extra)
 
 
