@@ -112,7 +112,8 @@ def test_orthogonality_penalty_on_per_site_adapter_updates(run):
     s, p = torch.tensor([[1.0, 0.0], [0.0, 0.0]]), torch.tensor([[0.0, 0.0], [3.0, 1.0]])
     assert orthogonality(s, p).item() == 0.0  # S^T P = 0: nothing shared between the two spaces
     s = torch.tensor([[1.0, 0.0], [2.0, 0.0]])
-    assert orthogonality(s, s).item() == pytest.approx(25.0)  # ||S^T S||_F^2 = 5^2
+    assert orthogonality(s, s).item() == pytest.approx(4.0)  # rows normalised: ||S^T S||_F^2 = 2^2
+    assert orthogonality(100 * s, s).item() == pytest.approx(4.0)  # scale-free
 
 
 def test_relationship_matrix_follows_head_similarity(run):
