@@ -23,6 +23,7 @@
 #include <ATen/native/CPUBlas.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -50,9 +51,6 @@ struct Geometry {
   int64_t item_grain() const {
     const int64_t flops_per_item = 4 * bs * bs * D * std::max<int64_t>(1, kmax);
     return std::max<int64_t>(1, (int64_t{1} << 21) / std::max<int64_t>(1, flops_per_item));
-  }
-  int64_t block_grain() const {  // for per-key-block copies
-    return std::max<int64_t>(1, (int64_t{1} << 15) / std::max<int64_t>(1, bs * D));
   }
   int64_t block_rows(int64_t blk) const { return std::min(bs, S - blk * bs); }
 };
@@ -215,29 +213,61 @@ inline void transpose_to(const T* src, int64_t ld_src, int64_t rows, int64_t col
     }
 }
 
-// Every key block transposed: (B*H, nqb, D, bs), block j of (b, h) at
-// kt_block(kt, g, bh, j) with leading dimension bs, ready as a GEMM operand.
-// (Per-block rather than one D x S matrix: a row stride of S * 4 bytes makes
-// the transposed stores and the GEMM loads collide in the same cache sets.)
+// The key blocks of one (batch, head) transposed to (D x bs), prepared lazily
+// per thread: block j of the current (batch, head) is transposed on first use.
+// Per block rather than one D x S matrix: a row stride of S * 4 bytes makes the
+// transposed stores and the GEMM loads collide in the same cache sets.
 template <typename T>
-inline const T* kt_block(const T* kt, const Geometry& g, int64_t bh, int64_t j) {
-  return kt + (bh * g.nqb + j) * g.D * g.bs;
-}
+class KeyBlocksT {
+ public:
+  KeyBlocksT(const at::Tensor& k, const Geometry& g)
+      : g_(g), ks_(k), k_(k.const_data_ptr<T>()), kt_(g.nqb * g.D * g.bs), stamp_(g.nqb, -1) {}
 
-template <typename T>
-inline at::Tensor transpose_keys(const at::Tensor& k, const Geometry& g) {
-  at::Tensor kt = at::empty({g.B * g.H, g.nqb, g.D, g.bs}, k.options());
-  T* dst = kt.data_ptr<T>();
-  Strides ks(k);
-  const T* src = k.const_data_ptr<T>();
-  at::parallel_for(0, g.B * g.H * g.nqb, g.block_grain(), [&](int64_t begin, int64_t end) {
-    for (int64_t x = begin; x < end; ++x) {
-      const int64_t bh = x / g.nqb, j = x % g.nqb;
-      const T* block = src + ks.offset(bh / g.H, bh % g.H, j * g.bs);
-      transpose_to(block, ks.s, g.block_rows(j), g.D, dst + x * g.D * g.bs, g.bs);
+  // Block j of (batch, head) bh as a (D x bs) row-major operand, leading dimension bs.
+  const T* get(int64_t bh, int64_t j) {
+    T* dst = kt_.data() + j * g_.D * g_.bs;
+    if (stamp_[j] != bh) {
+      const T* src = k_ + ks_.offset(bh / g_.H, bh % g_.H, j * g_.bs);
+      transpose_to(src, ks_.s, g_.block_rows(j), g_.D, dst, g_.bs);
+      stamp_[j] = bh;
     }
+    return dst;
+  }
+
+ private:
+  const Geometry& g_;
+  Strides ks_;
+  const T* k_;
+  std::vector<T> kt_;
+  std::vector<int64_t> stamp_;  // (batch, head) each block was prepared for
+};
+
+// Runs body(state, item) over every work item. Items are handed out in units of
+// consecutive query blocks of one (batch, head), from a shared counter, so a
+// thread that the OS pauses (other processes, causal rows of unequal cost)
+// does not hold up the others; each thread builds its state with make() and
+// ends with finish(state).
+template <typename Make, typename Body, typename Finish>
+void run_items(const Geometry& g, Make make, Body body, Finish finish) {
+  const int64_t threads = at::get_num_threads(), heads = g.B * g.H;
+  if (threads == 1 || g.items() <= g.item_grain() || at::in_parallel_region()) {
+    auto state = make();
+    for (int64_t item = 0; item < g.items(); ++item) body(state, item);
+    finish(state);
+    return;
+  }
+  const int64_t splits = std::max<int64_t>(1, (4 * threads + heads - 1) / heads);  // >= 4 units/thread
+  const int64_t unit = std::max((g.nqb + splits - 1) / splits, std::min(g.nqb, g.item_grain()));
+  const int64_t per_head = (g.nqb + unit - 1) / unit, units = heads * per_head;
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, threads, 1, [&](int64_t, int64_t) {
+    auto state = make();
+    for (int64_t u = next.fetch_add(1); u < units; u = next.fetch_add(1)) {
+      const int64_t bh = u / per_head, first = (u % per_head) * unit;
+      for (int64_t i = first; i < std::min(g.nqb, first + unit); ++i) body(state, bh * g.nqb + i);
+    }
+    finish(state);
   });
-  return kt;
 }
 
 }  // namespace adapterkit::rsa

@@ -22,7 +22,6 @@ struct BackwardArgs {
   const Geometry& g;
   const T *q, *k, *v, *o, *go;
   Strides qs, ks, vs, os, gos;
-  const T* kt;  // transposed key blocks, see kt_block
   const T* lse;
   const int32_t* layout;
   const bool* key_mask;
@@ -34,11 +33,12 @@ template <typename T>
 struct BackwardScratch {
   std::vector<T> qt, got, delta, lse, st, dpt, gqt, gk_acc, gv_acc;
   std::vector<int64_t> blocks;
+  KeyBlocksT<T> keys;
   int64_t bh = -1;  // (batch, head) whose dK/dV the accumulators hold
-  BackwardScratch(const Geometry& g)
+  BackwardScratch(const Geometry& g, const at::Tensor& k)
       : qt(g.D * g.bs), got(g.D * g.bs), delta(g.bs), lse(g.bs), st(g.bs * g.bs),
         dpt(g.bs * g.bs), gqt(g.D * g.bs), gk_acc(g.S * g.D), gv_acc(g.S * g.D),
-        blocks(g.kmax) {}
+        blocks(g.kmax), keys(k, g) {}
 };
 
 template <typename T>
@@ -142,7 +142,7 @@ void backward_item(const BackwardArgs<T>& a, BackwardScratch<T>& sc, int64_t ite
     score_grads(sc, n, m);
     block_gemm(n, D, m, sc.st.data(), m, gO, a.gos.s, sc.gv_acc.data() + key0 * D, D, true);
     block_gemm(n, D, m, sc.dpt.data(), m, Q, a.qs.s, sc.gk_acc.data() + key0 * D, D, true);
-    block_gemm(D, m, n, kt_block(a.kt, g, bh, j), g.bs, sc.dpt.data(), m, sc.gqt.data(), m, true);
+    block_gemm(D, m, n, sc.keys.get(bh, j), g.bs, sc.dpt.data(), m, sc.gqt.data(), m, true);
   }
   T* gq = a.gq + (bh * g.S + q0) * D;
   for (int64_t r = 0; r < m; ++r)
@@ -154,7 +154,6 @@ void backward_typed(const at::Tensor& grad_out, const at::Tensor& q, const at::T
                     const at::Tensor& v, const at::Tensor& out, const at::Tensor& lse,
                     const at::Tensor& layout, const bool* key_mask, const Geometry& g,
                     at::Tensor& grad_q, at::Tensor& grad_k, at::Tensor& grad_v) {
-  at::Tensor kt = transpose_keys<T>(k, g);
   auto locks = std::make_unique<std::mutex[]>(g.B * g.H);
   BackwardArgs<T> a{g,
                     q.const_data_ptr<T>(),
@@ -167,7 +166,6 @@ void backward_typed(const at::Tensor& grad_out, const at::Tensor& q, const at::T
                     Strides(v),
                     Strides(out),
                     Strides(grad_out),
-                    kt.const_data_ptr<T>(),
                     lse.const_data_ptr<T>(),
                     layout.const_data_ptr<int32_t>(),
                     key_mask,
@@ -175,11 +173,10 @@ void backward_typed(const at::Tensor& grad_out, const at::Tensor& q, const at::T
                     grad_k.data_ptr<T>(),
                     grad_v.data_ptr<T>(),
                     locks.get()};
-  at::parallel_for(0, g.items(), g.item_grain(), [&](int64_t begin, int64_t end) {
-    BackwardScratch<T> sc(g);
-    for (int64_t item = begin; item < end; ++item) backward_item(a, sc, item);
-    flush(a, sc);
-  });
+  run_items(
+      g, [&] { return BackwardScratch<T>(g, k); },
+      [&](BackwardScratch<T>& sc, int64_t item) { backward_item(a, sc, item); },
+      [&](BackwardScratch<T>& sc) { flush(a, sc); });
 }
 
 }  // namespace

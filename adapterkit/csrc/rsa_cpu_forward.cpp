@@ -14,12 +14,13 @@ namespace {
 constexpr int64_t kChunkCols = 512;  // score columns per softmax update (64..512 measured similar)
 
 template <typename T>
-struct ForwardScratch {
+struct ForwardScratch {  // per thread
   std::vector<T> s, bias;
   std::vector<int64_t> blocks;
   OnlineSoftmax<T> softmax;
-  ForwardScratch(const Geometry& g, int64_t cols)
-      : s(g.bs * cols), bias(cols), blocks(g.kmax), softmax(g.bs, g.D) {}
+  KeyBlocksT<T> keys;
+  ForwardScratch(const Geometry& g, const at::Tensor& k, int64_t cols)
+      : s(g.bs * cols), bias(cols), blocks(g.kmax), softmax(g.bs, g.D), keys(k, g) {}
 };
 
 template <typename T>
@@ -27,7 +28,6 @@ struct ForwardArgs {
   const Geometry& g;
   const T *q, *v;
   Strides qs, vs;
-  const T* kt;  // transposed key blocks, see kt_block
   const int32_t* layout;
   const bool* key_mask;  // (B, S) or nullptr
   T* out;                // contiguous (B, H, S, D)
@@ -51,7 +51,7 @@ void forward_item(const ForwardArgs<T>& a, ForwardScratch<T>& sc, int64_t item) 
       w += g.block_rows(sc.blocks[last++]);
     for (int64_t c = first, col = 0; c < last; ++c) {
       const int64_t j = sc.blocks[c], key0 = j * g.bs, n = g.block_rows(j);
-      block_gemm(m, n, D, Q, a.qs.s, kt_block(a.kt, g, bh, j), g.bs, sc.s.data() + col, w, false);
+      block_gemm(m, n, D, Q, a.qs.s, sc.keys.get(bh, j), g.bs, sc.s.data() + col, w, false);
       hidden |= key_bias(sc.bias.data() + col, key0, n, n, km);
       if (g.causal && j == i) mask_causal(sc.s.data(), w, m, n, col, key0 - q0);
       col += n;
@@ -73,15 +73,13 @@ template <typename T>
 void forward_typed(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                    const at::Tensor& layout, const bool* key_mask, const Geometry& g, at::Tensor& out,
                    at::Tensor& lse) {
-  at::Tensor kt = transpose_keys<T>(k, g);
   ForwardArgs<T> a{g,          q.const_data_ptr<T>(), v.const_data_ptr<T>(), Strides(q), Strides(v),
-                   kt.const_data_ptr<T>(), layout.const_data_ptr<int32_t>(), key_mask, out.data_ptr<T>(),
-                   lse.data_ptr<T>()};
+                   layout.const_data_ptr<int32_t>(), key_mask, out.data_ptr<T>(), lse.data_ptr<T>()};
   const int64_t cols = std::max(kChunkCols, g.bs);
-  at::parallel_for(0, g.items(), g.item_grain(), [&](int64_t begin, int64_t end) {
-    ForwardScratch<T> sc(g, cols);
-    for (int64_t item = begin; item < end; ++item) forward_item(a, sc, item);
-  });
+  run_items(
+      g, [&] { return ForwardScratch<T>(g, k, cols); },
+      [&](ForwardScratch<T>& sc, int64_t item) { forward_item(a, sc, item); },
+      [](ForwardScratch<T>&) {});
 }
 
 }  // namespace
