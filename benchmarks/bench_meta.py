@@ -59,17 +59,20 @@ def parse_args():
 
 
 class Records:
-    """records.jsonl: one line per fine-tuning run or meta-training, keyed for resuming."""
+    """records.jsonl: one line per fine-tuning run or meta-training, keyed for resuming (and sharing the
+    grid between processes that take different seeds or parts)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+    @property
+    def rows(self) -> list[dict]:  # read afresh: several processes may share one file
+        return [json.loads(line) for line in self.path.read_text().splitlines()] if self.path.exists() else []
 
     def has(self, key: dict) -> bool:
         return any(all(r.get(k) == v for k, v in key.items()) for r in self.rows)
 
     def add(self, record: dict) -> None:
-        self.rows.append(record)
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
         print(json.dumps(record), flush=True)
