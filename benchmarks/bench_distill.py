@@ -38,18 +38,20 @@ def parse_args():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--domains", default="books,dvd,electronics,kitchen")
     p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--train-limit", type=int, default=300, help="training reviews per domain (of 1400)")
+    p.add_argument("--train-limit", type=int, default=200, help="training reviews per domain (of 1400)")
     p.add_argument("--max-seq-len", type=int, default=64)
-    p.add_argument("--teacher-mode", choices=("adapter", "full"), default="adapter")
-    p.add_argument("--teacher-lr", type=float, default=None, help="default 1e-3 (adapter) or 5e-5 (full)")
+    p.add_argument("--teacher-mode", choices=("adapter", "full"), default="full")
+    p.add_argument("--teacher-lr", type=float, default=None, help="default 3e-3 (adapter) or 1e-4 (full)")
     p.add_argument("--teacher-epochs", type=int, default=3)
     p.add_argument("--kd-epochs", type=int, default=3)
-    p.add_argument("--kd-lr", type=float, default=1e-4)
+    p.add_argument("--kd-lr", type=float, default=5e-4)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--student-layers", type=int, default=2)
     p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--merge", default=None, help="comma-separated result files of runs with other --seeds: "
+                                                   "write their joint summary to --out")
     p.add_argument("--out", default="benchmarks/results/distill.json")
     return p.parse_args()
 
@@ -61,6 +63,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
     domains = [d for d in args.domains.split(",") if d]
+    if args.merge:
+        return merge(args, domains)
     runs, speed = [], None
     for seed in [int(s) for s in args.seeds.split(",") if s]:
         t0 = time.perf_counter()
@@ -88,8 +92,8 @@ def run_seed(seed: int, domains: list[str], args) -> tuple[dict, tuple]:
     spec = TransferSpec(source=domains[:-1], target=domains[-1], seed=seed, batch_size=args.batch_size,
                         epochs=args.teacher_epochs, max_seq_len=args.max_seq_len,
                         options={} if args.teacher_lr is None else {"teacher_lr": args.teacher_lr})
-    if args.teacher_lr is None and args.teacher_mode == "full":
-        spec.options["teacher_lr"] = 5e-5
+    if args.teacher_lr is None:
+        spec.options["teacher_lr"] = 1e-4 if args.teacher_mode == "full" else 3e-3
 
     def teacher():
         torch.manual_seed(seed)
@@ -107,13 +111,13 @@ def run_seed(seed: int, domains: list[str], args) -> tuple[dict, tuple]:
         s = make_student(t, args.student_layers)
         distill(t, s, data[d].train, kd, pad)
         acc[method_teacher_row][d] = score(s, data[d].test, pad)["accuracy"]
-        return s
+        return None
 
     for d in domains:  # BERT-s and its students
         t, _, _ = teacher()
         train_supervised(t, data[d].train, tcfg, pad)
         acc["BERT-s"][d] = score(t, data[d].test, pad)["accuracy"]
-        student = student_of(t, d, "BERT-s -> TinyBERT")
+        student_of(t, d, "BERT-s -> TinyBERT")
         print(f"seed {seed} {d}: BERT-s {acc['BERT-s'][d]:.3f} -> student {acc['BERT-s -> TinyBERT'][d]:.3f}", flush=True)
     rows, dom = concat_domains(data, domains)
     mix, _, _ = teacher()
@@ -162,6 +166,16 @@ def measure_speed(teacher, student, rows, pad, args) -> dict:
     return {"rows": n, "repeats": args.repeats, "teacher_examples_per_s": n / med["teacher"],
             "student_examples_per_s": n / med["student"], "speedup": med["teacher"] / med["student"],
             "teacher_params": count_params(teacher), "student_params": count_params(student)}
+
+
+def merge(args, domains: list[str]) -> None:
+    parts = [json.loads(Path(f).read_text()) for f in args.merge.split(",") if f]
+    runs = [r for p in parts for r in p["runs"]]
+    report = {"args": [p["args"] for p in parts], "runs": runs, "speed": parts[0]["speed"],
+              "summary": summarize(runs, domains), "total_seconds": [p["total_seconds"] for p in parts],
+              "machine": parts[0]["machine"], "torch_threads": parts[0]["torch_threads"]}
+    Path(args.out).write_text(json.dumps(report, indent=2))
+    print(markdown(report, domains))
 
 
 def summarize(runs: list[dict], domains: list[str]) -> dict:

@@ -24,7 +24,6 @@ Everything runs with torch.set_num_threads(--threads) (default 1: the machine is
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import platform
 import statistics
@@ -39,21 +38,28 @@ PAIR_TASKS = ("mrpc", "rte")
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tasks", default="cola,sst2,mrpc,rte")
-    p.add_argument("--train-limit", type=int, default=2000, help="training rows per single-sentence task")
-    p.add_argument("--pair-train-limit", type=int, default=1000, help="training rows per sentence-pair task")
+    p.add_argument("--train-limit", type=int, default=1000, help="training rows per single-sentence task")
+    p.add_argument("--pair-train-limit", type=int, default=400, help="training rows per sentence-pair task")
     p.add_argument("--max-seq-len", type=int, default=64)
-    p.add_argument("--epochs", type=int, default=2, help="partial and full fine-tuning epochs")
-    p.add_argument("--kd-epochs", type=int, default=2)
-    p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--kd-lr", type=float, default=1e-4)
+    p.add_argument("--epochs", type=int, default=3, help="partial and full fine-tuning epochs")
+    p.add_argument("--kd-epochs", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=2e-4, help="partial fine-tuning (the top L layers and the head)")
+    p.add_argument("--full-lr", type=float, default=1e-4, help="full fine-tuning (every weight)")
+    p.add_argument("--kd-lr", type=float, default=5e-4, help="our students (l task layers and the head)")
+    p.add_argument("--baseline-kd-lr", type=float, default=2e-4, help="3-layer baseline students (every weight)")
     p.add_argument("--n-min", type=int, default=2)
     p.add_argument("--n-max", type=int, default=5)
     p.add_argument("--c", default="1,2", help="growth thresholds for 'mixed' (dev points per layer)")
-    p.add_argument("--kd-baselines", default="vanilla,pkd,tinybert")
+    p.add_argument("--kd-baselines", default="vanilla,tinybert", help="also: pkd")
     p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
+    p.add_argument("--stage", choices=("all", "fit", "report"), default="all",
+                   help="fit: train --tasks and save their candidates under --work (tasks can run in parallel "
+                        "processes); report: merge the saved tasks, score and time the merged models")
+    p.add_argument("--work", default="runs/bench_multitask", help="folder for per-task candidates (--stage fit/report)")
     p.add_argument("--out", default="benchmarks/results/multitask.json")
     return p.parse_args()
 
@@ -63,33 +69,71 @@ def main() -> None:
     if args.quick:
         args.train_limit, args.pair_train_limit, args.epochs, args.kd_epochs, args.repeats = 64, 32, 1, 1, 3
     torch.set_num_threads(args.threads)
-    t_start = time.perf_counter()
-    from adapterkit import backbone
-    from adapterkit.transfer.multitask_train import MultiTaskConfig, fit_task
-
     tasks = [t for t in args.tasks.split(",") if t]
+    if args.stage in ("all", "fit"):
+        for name in tasks:
+            fit_and_save(name, args)
+    if args.stage in ("all", "report"):
+        report(tasks, args)
+
+
+def fit_and_save(name: str, args) -> None:
+    """The pipeline and the baselines for one task; candidates saved as one-branch merged models."""
+    from adapterkit import backbone
+    from adapterkit.transfer.multitask_io import save_multitask
+    from adapterkit.transfer.multitask_train import MultiTaskConfig, assemble, fit_task
+
     tokenizer = backbone.load_tokenizer(None)
-    base_cfg = MultiTaskConfig(tasks=tasks, n_min=args.n_min, n_max=args.n_max, epochs=args.epochs,
-                               kd_epochs=args.kd_epochs, lr=args.lr, kd_lr=args.kd_lr, max_seq_len=args.max_seq_len,
-                               seed=args.seed)
-    results, baselines, full_models, seconds = [], {}, {}, {}
-    for name in tasks:
-        cfg = dataclasses.replace(base_cfg, train_limit=args.pair_train_limit if name in PAIR_TASKS else args.train_limit)
-        t0 = time.perf_counter()
-        results.append(fit_task(name, cfg, tokenizer, log=lambda m: print(m, flush=True)))
-        seconds[f"{name}/ours"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        baselines[name], full_models[name] = run_baselines(name, cfg, tokenizer, args)
-        seconds[f"{name}/baselines"] = time.perf_counter() - t0
+    cfg = MultiTaskConfig(tasks=[name], n_min=args.n_min, n_max=args.n_max, epochs=args.epochs,
+                          kd_epochs=args.kd_epochs, lr=args.lr, kd_lr=args.kd_lr, max_seq_len=args.max_seq_len,
+                          batch_size=args.batch_size, seed=args.seed,
+                          train_limit=args.pair_train_limit if name in PAIR_TASKS else args.train_limit)
+    t0 = time.perf_counter()
+    result = fit_task(name, cfg, tokenizer, log=lambda m: print(m, flush=True))
+    ours = time.perf_counter() - t0
+    source = backbone.load_model(None, num_labels=2)
+    folder = Path(args.work) / name
+    for cand in result.candidates:
+        save_multitask(assemble([result], source, cand.name), folder / cand.name)
+    t0 = time.perf_counter()
+    baselines, _ = run_baselines(name, cfg, tokenizer, args)
+    record = {"summary": result.summary(), "baselines": baselines, "train_rows": cfg.train_limit,
+              "seconds": {"ours": ours, "baselines": time.perf_counter() - t0}}
+    (folder / "result.json").write_text(json.dumps(record, indent=2, default=str))
+
+
+def load_task(name: str, args):
+    """A TaskResult rebuilt from the saved candidates (branches and dev metrics)."""
+    from adapterkit.transfer.multitask_io import load_multitask
+    from adapterkit.transfer.multitask_train import Candidate, TaskResult
+
+    folder = Path(args.work) / name
+    record = json.loads((folder / "result.json").read_text())
+    summary, candidates = record["summary"], []
+    for cname, c in summary["candidates"].items():
+        branch = load_multitask(folder / cname).branches[name]
+        candidates.append(Candidate(cname, c["branch"][0], c["branch"][1], c["dev"], branch))
+    result = TaskResult(name, {int(k): v for k, v in summary["search"].items()}, summary["best_L"],
+                        sorted(candidates, key=lambda k: k.num_layers), summary["seconds"])
+    return result, record
+
+
+def report(tasks: list[str], args) -> None:
+    from adapterkit import backbone
+
+    tokenizer = backbone.load_tokenizer(None)
+    loaded = [load_task(name, args) for name in tasks]
+    results = [r for r, _ in loaded]
     rows, merged = merged_rows(results, args, tokenizer)
-    throughput = measure_throughput(merged, full_models, tokenizer, args)
-    report = {"args": vars(args), "seconds": seconds, "total_seconds": time.perf_counter() - t_start,
-              "search": [r.summary() for r in results], "baselines": baselines, "merged": rows,
-              "throughput": throughput, "machine": platform.processor() or platform.machine(),
-              "torch_threads": torch.get_num_threads()}
+    throughput = measure_throughput(merged, tasks, tokenizer, args)
+    out = {"args": vars(args), "seconds": {t: rec["seconds"] for t, (_, rec) in zip(tasks, loaded)},
+           "train_rows": {t: rec["train_rows"] for t, (_, rec) in zip(tasks, loaded)},
+           "search": [rec["summary"] for _, rec in loaded], "baselines": {t: rec["baselines"] for t, (_, rec) in zip(tasks, loaded)},
+           "merged": rows, "throughput": throughput, "machine": platform.processor() or platform.machine(),
+           "torch_threads": torch.get_num_threads()}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2, default=str))
-    print(markdown(report, tasks))
+    Path(args.out).write_text(json.dumps(out, indent=2, default=str))
+    print(markdown(out, tasks))
 
 
 def task_rows(name, cfg, tokenizer):
@@ -118,19 +162,19 @@ def run_baselines(name, cfg, tokenizer, args):
     pad = tokenizer.pad_token_id or 0
     torch.manual_seed(args.seed)
     full = backbone.load_model(None, num_labels=task.num_labels)
-    train_supervised(full, train, TrainConfig(epochs=args.epochs, lr=args.lr, seed=args.seed), pad)
+    train_supervised(full, train, TrainConfig(epochs=args.epochs, lr=args.full_lr, batch_size=args.batch_size,
+                                              seed=args.seed), pad)
     out = {"full": dev_score(full, task, dev, pad)}
     print(f"{name}: full fine-tuning dev {out['full']:.1f}", flush=True)
     for method in [m for m in args.kd_baselines.split(",") if m]:
         torch.manual_seed(args.seed)
         student = make_student(full, 3)
-        kd = KDConfig(method=method, epochs=args.kd_epochs, lr=args.kd_lr, seed=args.seed,
-                      temperature=1.0 if method == "tinybert" else 2.0)
+        kd = KDConfig(method=method, epochs=args.kd_epochs, lr=args.baseline_kd_lr, batch_size=args.batch_size,
+                      seed=args.seed, temperature=1.0 if method == "tinybert" else 2.0)
         distill(full, student, train, kd, pad)
         out[f"kd3-{method}"] = dev_score(student, task, dev, pad)
         print(f"{name}: 3-layer {method} student dev {out[f'kd3-{method}']:.1f}", flush=True)
-    full.set_attn_implementation("sdpa")
-    return out, full.eval()
+    return out, None
 
 
 def merged_rows(results, args, tokenizer):
@@ -171,9 +215,13 @@ def merged_dev_score(merged, name, args, tokenizer) -> float:
     return task_score(compute_metrics(task, torch.cat(logits).numpy(), [r["labels"] for r in dev]))
 
 
-def measure_throughput(merged: dict, full_models: dict, tokenizer, args) -> dict:
-    """Examples/s when every input is answered by every task."""
-    from adapterkit.data import PadCollator, encode, load_glue
+def measure_throughput(merged: dict, tasks: list[str], tokenizer, args) -> dict:
+    """Examples/s when every input is answered by every task. The separate full models are the
+    pre-trained backbone with each task's head size: the same computation as the fine-tuned ones."""
+    from adapterkit import backbone
+    from adapterkit.data import PadCollator, encode, get_task, load_glue
+
+    full_models = {t: backbone.load_model(None, num_labels=get_task(t).num_labels).eval() for t in tasks}
 
     rows = [dict(r) for r in encode(load_glue("sst2", "dev"), tokenizer, "sst2", args.max_seq_len)]
     batches = [PadCollator(tokenizer.pad_token_id or 0)(rows[i:i + 32]) for i in range(0, 32 * 8, 32)]

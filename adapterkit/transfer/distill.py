@@ -202,8 +202,9 @@ def load_teacher(folder: str | Path, task: str | None = None):
 
 def domain_data(names: list[str], tokenizer, max_seq_len: int = 128, data_dir: str | None = None,
                 train_limit: int | None = None, eval_limit: int | None = None) -> dict[str, DomainData]:
-    """Encoded train/dev/test rows of Amazon domains (fixed split), the first `train_limit` train and
-    `eval_limit` dev/test rows of each (tokenized directly, without `datasets.map`)."""
+    """Encoded train/dev/test rows of Amazon domains (fixed split); with `train_limit` / `eval_limit`
+    a seeded random sample of that many train / dev and test rows (tokenized directly, without
+    `datasets.map`)."""
     from adapterkit.data import load_domain_splits
 
     out = {}
@@ -212,7 +213,8 @@ def domain_data(names: list[str], tokenizer, max_seq_len: int = 128, data_dir: s
         parts = {}
         for split, limit in (("train", train_limit), ("dev", eval_limit), ("test", eval_limit)):
             data = splits[split]
-            data = data.select(range(min(limit, len(data)))) if limit else data
+            if limit and limit < len(data):  # splits are stored label by label: sample, do not cut
+                data = data.shuffle(seed=0).select(range(limit))
             enc = tokenizer(list(data["text"]), truncation=True, max_length=max_seq_len)
             keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
             parts[split] = [{**{k: enc[k][i] for k in keys}, "labels": int(y)} for i, y in enumerate(list(data["label"]))]
@@ -226,8 +228,7 @@ def metakd_run(domains: list[str], targets: list[str], student_layers: int, kd: 
                proto_alpha: float = 0.5, train_limit: int | None = None, eval_limit: int | None = None) -> dict:
     """MetaKD over Amazon `domains`: train (or load from `teacher_dir`) the meta-teacher, then
     meta-distil one student per target domain; test accuracy of teacher and students."""
-    from adapterkit.transfer.metakd import (load_meta_teacher, meta_distill, prototype_scores, save_meta_teacher,
-                                            sentence_embeddings, train_meta_teacher)
+    from adapterkit.transfer.metakd import meta_distill
     from adapterkit.transfer.student import make_student, save_student
 
     unknown = [t for t in targets if t not in domains]
@@ -235,26 +236,11 @@ def metakd_run(domains: list[str], targets: list[str], student_layers: int, kd: 
         raise AdapterkitError(f"target domains {unknown} are not among --domains {domains}")
     spec = TransferSpec(source=domains[:-1], target=domains[-1], model=model, max_seq_len=max_seq_len,
                         data_dir=data_dir, bottleneck_dim=bottleneck_dim, seed=kd.seed)
-    if teacher_dir:
-        teacher, head, tokenizer, info = load_meta_teacher(teacher_dir)
-        if info["domains"] != domains:
-            raise AdapterkitError(f"meta-teacher {teacher_dir} was trained on {info['domains']}, not {domains}")
-        spec.model = info.get("base_model") or model
-    else:
-        torch.manual_seed(kd.seed)
-        teacher, tokenizer, _ = new_teacher(spec, teacher_cfg.mode)
-    data = domain_data(domains, tokenizer, max_seq_len, data_dir, train_limit, eval_limit)
-    pad = tokenizer.pad_token_id or 0
-    rows, dom = concat_domains(data, domains)
-    labels = torch.tensor([r["labels"] for r in rows])
-    embed_model = teacher if teacher_dir is None else make_model(spec)[0]
-    scores = prototype_scores(sentence_embeddings(embed_model, rows, pad), labels, dom, alpha=proto_alpha)
     out = Path(output)
-    if not teacher_dir:
-        head = train_meta_teacher(teacher, rows, dom, scores, teacher_cfg, pad, domain_weight=kd.domain_weight)
-        save_meta_teacher(teacher, head, out / "meta_teacher", tokenizer, domains, base_model=model)
-    results = {"domains": domains, "teacher_test": {}, "student_test": {},
-               "params": {"teacher": count_params(teacher)}}
+    teacher, head, tokenizer, data, dom, scores = _meta_teacher(spec, domains, kd, teacher_cfg, out, teacher_dir,
+                                                                proto_alpha, train_limit, eval_limit)
+    pad = tokenizer.pad_token_id or 0
+    results = {"domains": domains, "teacher_test": {}, "student_test": {}, "params": {"teacher": count_params(teacher)}}
     for target in targets:
         k = domains.index(target)
         student = make_student(teacher, student_layers)
@@ -265,3 +251,30 @@ def metakd_run(domains: list[str], targets: list[str], student_layers: int, kd: 
         save_student(student, out / f"student-{target}", tokenizer, {"domain": target, "kd": kd.to_dict()})
     (out / "metrics.json").write_text(json.dumps(results, indent=2))
     return results
+
+
+def _meta_teacher(spec: TransferSpec, domains, kd: KDConfig, teacher_cfg: TrainConfig, out: Path, teacher_dir,
+                  proto_alpha: float, train_limit, eval_limit):
+    """The meta-teacher (trained and saved to out/meta_teacher, or loaded), its domain head, the
+    tokenizer, the domains' data, and every train row's domain index and prototype score."""
+    from adapterkit.transfer.metakd import (load_meta_teacher, prototype_scores, save_meta_teacher,
+                                            sentence_embeddings, train_meta_teacher)
+
+    if teacher_dir:
+        teacher, head, tokenizer, info = load_meta_teacher(teacher_dir)
+        if info["domains"] != domains:
+            raise AdapterkitError(f"meta-teacher {teacher_dir} was trained on {info['domains']}, not {domains}")
+        spec.model = info.get("base_model") or spec.model
+    else:
+        torch.manual_seed(kd.seed)
+        teacher, tokenizer, _ = new_teacher(spec, teacher_cfg.mode)
+    data = domain_data(domains, tokenizer, spec.max_seq_len, spec.data_dir, train_limit, eval_limit)
+    pad = tokenizer.pad_token_id or 0
+    rows, dom = concat_domains(data, domains)
+    labels = torch.tensor([r["labels"] for r in rows])
+    embed_model = make_model(spec)[0] if teacher_dir else teacher  # the pre-trained backbone
+    scores = prototype_scores(sentence_embeddings(embed_model, rows, pad), labels, dom, alpha=proto_alpha)
+    if not teacher_dir:
+        head = train_meta_teacher(teacher, rows, dom, scores, teacher_cfg, pad, domain_weight=kd.domain_weight)
+        save_meta_teacher(teacher, head, out / "meta_teacher", tokenizer, domains, base_model=spec.model)
+    return teacher, head, tokenizer, data, dom, scores

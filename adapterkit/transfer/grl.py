@@ -42,10 +42,10 @@ class DomainClassifier(nn.Module):
 
 
 def orthogonality(shared: torch.Tensor, private: torch.Tensor) -> torch.Tensor:
-    """Liu et al.'s difference loss ||S^T P||_F^2 for feature matrices S, P of shape (B, H), with
-    each row L2-normalised first (the form of Bousmalis et al.'s domain separation networks):
-    the sum of squared cosines between shared and private features, at most B^2 whatever the
-    scale. Liu et al.'s LSTM states are bounded by tanh; adapter updates are not, and the raw
-    form grew large enough to swamp the task loss (-4 points on books, see benchmarks/README.md)."""
+    """Liu et al.'s difference loss ||S^T P||_F^2 for feature matrices S, P of shape (B, H), made
+    scale-free: rows L2-normalised (as in Bousmalis et al.'s domain separation networks) and the
+    sum divided by B^2, i.e. the mean squared cosine between a shared and a private feature, in
+    [0, 1] (about 1/H for unrelated directions). Liu et al.'s LSTM states are bounded by tanh;
+    adapter updates are not, and the raw sum swamped the task loss (see benchmarks/README.md)."""
     s, p = F.normalize(shared, dim=-1), F.normalize(private, dim=-1)
-    return (s.transpose(0, 1) @ p).pow(2).sum()
+    return (s.transpose(0, 1) @ p).pow(2).sum() / (len(s) * len(p))

@@ -18,7 +18,6 @@ own dropout is therefore off while branches train.
 """
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import asdict, dataclass, field
 
@@ -240,15 +239,23 @@ def fit_task(name: str, cfg: MultiTaskConfig, tokenizer, log=print) -> TaskResul
     import time
 
     from adapterkit.data import get_task
-    from adapterkit.metrics import compute_metrics
 
     t0, task = time.perf_counter(), get_task(name)
     base = pretrained_for(task, cfg)
-    _, layers, head = bert_parts(base)
-    n = len(layers)
     train, dev = load_task_rows(task, tokenizer, cfg)
-    labels, dev_labels = torch.tensor([r["labels"] for r in train]), [r["labels"] for r in dev]
-    pad = tokenizer.pad_token_id or 0
+    search, (L, teacher, states, metrics) = _search(task, base, train, dev, cfg, tokenizer.pad_token_id or 0, log)
+    b = len(bert_parts(base)[1]) - L
+    candidates = [Candidate("teacher", b, L, metrics, Branch("layers", b, teacher.layers, teacher.head))]
+    candidates += _students(task, base.config, teacher, b, L, train, dev, states, cfg, log)
+    return TaskResult(name, search, L, sorted(candidates, key=lambda k: k.num_layers), time.perf_counter() - t0)
+
+
+def _search(task, base, train, dev, cfg: MultiTaskConfig, pad: int, log):
+    """Partially fine-tune the top L layers for every L in range; ({L: score}, best (L, net, states, metrics))."""
+    from adapterkit.metrics import compute_metrics
+
+    _, layers, head = bert_parts(base)
+    n, labels, dev_labels = len(layers), torch.tensor([r["labels"] for r in train]), [r["labels"] for r in dev]
     search, best = {}, None
     for L in range(cfg.n_min, min(cfg.n_max, n) + 1):
         states = trunk_states(base, train, n - L, pad), trunk_states(base, dev, n - L, pad)
@@ -257,21 +264,27 @@ def fit_task(name: str, cfg: MultiTaskConfig, tokenizer, log=print) -> TaskResul
         train_branch(net, states[0], labels, cfg.epochs, cfg.lr, cfg.batch_size, cfg.seed)
         metrics = compute_metrics(task, branch_logits(net, states[1]).numpy(), dev_labels)
         search[L] = task_score(metrics)
-        log(f"{name}: fine-tuned top {L} layers: dev {search[L]:.1f}")
+        log(f"{task.name}: fine-tuned top {L} layers: dev {search[L]:.1f}")
         if best is None or search[L] > search[best[0]]:
             best = (L, net, states, metrics)
-    L, teacher, (tr_states, dev_states), metrics = best
-    candidates = [Candidate("teacher", n - L, L, metrics, Branch("layers", n - L, teacher.layers, teacher.head))]
-    soft = branch_logits(teacher, tr_states)
+    return search, best
+
+
+def _students(task, config, teacher: BranchNet, b: int, L: int, train, dev, states, cfg: MultiTaskConfig, log):
+    """Vanilla KD of the teacher's L layers into l = 1..min(3, L-1) layers initialised from its first l."""
+    from adapterkit.metrics import compute_metrics
+
+    (tr_states, dev_states), labels = states, torch.tensor([r["labels"] for r in train])
+    soft, out = branch_logits(teacher, tr_states), []
     for l in range(1, min(cfg.max_student_layers, L - 1) + 1):
         torch.manual_seed(cfg.seed)
-        student = BranchNet(base.config, nn.ModuleList(clone(x) for x in teacher.layers[:l]), clone(teacher.head))
+        student = BranchNet(config, nn.ModuleList(clone(x) for x in teacher.layers[:l]), clone(teacher.head))
         train_branch(student, tr_states, labels, cfg.kd_epochs, cfg.kd_lr, cfg.batch_size, cfg.seed,
                      teacher_logits=soft, temperature=cfg.temperature, alpha=cfg.alpha)
-        m = compute_metrics(task, branch_logits(student, dev_states).numpy(), dev_labels)
-        candidates.append(Candidate(f"kd{l}", n - L, l, m, Branch("layers", n - L, student.layers, student.head)))
-        log(f"{name}: student ({n - L},{l}): dev {task_score(m):.1f}")
-    return TaskResult(name, search, L, sorted(candidates, key=lambda k: k.num_layers), time.perf_counter() - t0)
+        m = compute_metrics(task, branch_logits(student, dev_states).numpy(), [r["labels"] for r in dev])
+        out.append(Candidate(f"kd{l}", b, l, m, Branch("layers", b, student.layers, student.head)))
+        log(f"{task.name}: student ({b},{l}): dev {task_score(m):.1f}")
+    return out
 
 
 def fit_adapter_task(name: str, cfg: MultiTaskConfig, tokenizer, log=print) -> TaskResult:
