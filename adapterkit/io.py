@@ -22,12 +22,13 @@ import warnings
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from adapterkit.atomic import atomic_write, write_json
 from adapterkit.config import BottleneckConfig
 from adapterkit.errors import AdapterkitError, IncompatibleAdapterError
+from adapterkit.files import read_manifest_json, read_safetensors
 from adapterkit.model import (
     BANK,
     add_adapter,
@@ -97,15 +98,7 @@ def read_manifest(path: str | os.PathLike) -> dict:
     if not config_path.is_file():
         what = "folder" if path.is_dir() else "path"
         raise AdapterkitError(f"{path}: not an adapterkit adapter ({what} has no {CONFIG_FILE})")
-    try:
-        manifest = json.loads(config_path.read_text())
-    except json.JSONDecodeError as e:
-        raise AdapterkitError(f"{config_path}: malformed JSON ({e})") from None
-    if manifest.get("format") != FORMAT:
-        raise AdapterkitError(f"{config_path}: not an adapterkit adapter config (format {manifest.get('format')!r})")
-    if manifest.get("format_version", 0) > FORMAT_VERSION:
-        raise AdapterkitError(f"{config_path}: written by a newer adapterkit (format {manifest['format_version']})")
-    return manifest
+    return read_manifest_json(config_path, FORMAT, FORMAT_VERSION, "an adapterkit adapter config")
 
 
 def load_adapter(model: nn.Module, path: str | os.PathLike, name: str | None = None, activate: bool = True) -> str:
@@ -119,9 +112,9 @@ def load_adapter(model: nn.Module, path: str | os.PathLike, name: str | None = N
     config = BottleneckConfig.from_dict(manifest["config"])
     name = name or manifest["name"]
     check_compatible(model, manifest, plan_adapter(model, config), path)
-    tensors = _load_tensors(path / WEIGHTS_FILE)
+    tensors = read_safetensors(path / WEIGHTS_FILE)
     head_path = path / HEAD_FILE
-    head = _load_tensors(head_path) if head_path.exists() else {}
+    head = read_safetensors(head_path) if head_path.exists() else {}
     _check_head(model, head, head_path)
     add_adapter(model, name, config, activate=activate)
     try:
@@ -218,15 +211,6 @@ def _check_head(model: nn.Module, head: dict[str, torch.Tensor], source: Path) -
                 f"{source}: head parameter {key} has shape {tuple(value.shape)}, the model's is {tuple(state[key].shape)} "
                 f"(a different number of labels?)"
             )
-
-
-def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise AdapterkitError(f"{path}: missing")
-    try:
-        return load_file(str(path))
-    except Exception as e:  # safetensors raises its own error types for corrupt files
-        raise AdapterkitError(f"{path}: unreadable safetensors file ({e})") from None
 
 
 def _version() -> str:

@@ -98,8 +98,8 @@ def summary_lines(card: dict) -> list[str]:
         f"hidden {base.get('hidden_size')}, {base.get('num_layers')} layers, config {base.get('config_hash')})",
         f"sharing:       {card.get('sharing')}  bottleneck {card.get('bottleneck_dim')}  "
         f"groups {card.get('num_groups')}  sites {card.get('num_sites')}",
-        f"parameters:    " + (", ".join(f"{k} {v:,}" for k, v in params.items()) or "-"),
-        f"metrics:       " + (", ".join(f"{k} {_fmt(v)}" for k, v in metrics.items()) or "-"),
+        "parameters:    " + (", ".join(f"{k} {v:,}" for k, v in params.items()) or "-"),
+        "metrics:       " + (", ".join(f"{k} {_fmt(v)}" for k, v in metrics.items()) or "-"),
         f"files:         {len(card.get('files', []))}, {card.get('size', 0):,} bytes",
     ]
     lines += [f"  {f['sha256'][:12]}  {f['size']:>12,}  {f['path']}" for f in card.get("files", [])]

@@ -30,7 +30,7 @@ from typing import Iterable, Iterator
 
 from adapterkit.hub.card import build_card
 from adapterkit.hub.errors import HubError, IntegrityError, InvalidName, NotFound, TooLarge
-from adapterkit.hub.files import CHUNK, FileEntry, check_content, check_entries, read_chunks, version_id
+from adapterkit.hub.files import FileEntry, check_content, check_entries, read_chunks, version_id
 from adapterkit.hub.refs import DEFAULT_TAG, Ref, check_part, check_repo, check_sha256, check_version
 
 MARKER = "adapterkit-hub.json"

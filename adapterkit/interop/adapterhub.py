@@ -46,6 +46,7 @@ from torch import nn
 
 from adapterkit.config import BottleneckConfig
 from adapterkit.errors import AdapterkitError, IncompatibleAdapterError
+from adapterkit.files import read_safetensors
 from adapterkit.interop.adapterhub_format import (  # noqa: F401  (FAMILY_RULES, EXACT_FLAGS: public names)
     ACTIVATIONS,
     BIN_HEAD_FILE,
@@ -62,7 +63,6 @@ from adapterkit.interop.adapterhub_format import (  # noqa: F401  (FAMILY_RULES,
     hub_module_path,
     read_head,
     read_json,
-    read_safetensors,
     read_weights,
     reduction_factor_for,
     strip_prefix,

@@ -8,9 +8,10 @@ import re
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from adapterkit.atomic import atomic_write
+from adapterkit.files import read_safetensors
 from adapterkit.atomic import write_json as atomic_json
 from adapterkit.errors import AdapterkitError
 
@@ -151,15 +152,6 @@ def read_weights(safe: Path, binary: Path, allow_bin: bool) -> dict[str, torch.T
         except Exception as e:
             raise AdapterkitError(f"{binary}: not a plain dict of tensors ({str(e).splitlines()[0]})") from None
     raise AdapterkitError(f"{safe.parent}: no {safe.name} or {binary.name}")
-
-
-def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise AdapterkitError(f"{path}: missing")
-    try:
-        return load_file(str(path))
-    except Exception as e:  # safetensors raises its own error types for corrupt files
-        raise AdapterkitError(f"{path}: unreadable safetensors file ({e})") from None
 
 
 def read_json(path: Path, what: str) -> dict:

@@ -23,11 +23,7 @@ manifest and that task's file (and the trunk when its depth changes). Never pick
 from __future__ import annotations
 
 import copy
-import json
-import os
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -360,13 +356,3 @@ class _adapters_off:
         return None
 
 
-def atomic_write(target: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

@@ -17,12 +17,14 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
+from adapterkit.atomic import atomic_write
 from adapterkit.errors import AdapterkitError
+from adapterkit.files import read_manifest_json, read_safetensors
 from adapterkit.transfer.multitask import (FORMAT, FORMAT_VERSION, MANIFEST, TRUNK_FILE, Branch, Head,
-                                           MultiTaskModel, atomic_write, bert_parts)
+                                           MultiTaskModel, bert_parts)
 
 
 def branch_file(task: str) -> str:
@@ -104,15 +106,7 @@ def read_manifest(folder: str | Path) -> dict:
     path = Path(folder) / MANIFEST
     if not path.is_file():
         raise AdapterkitError(f"{folder}: not a multi-task model (no {MANIFEST})")
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise AdapterkitError(f"{path}: malformed JSON ({e})") from None
-    if manifest.get("format") != FORMAT:
-        raise AdapterkitError(f"{path}: not a multi-task manifest (format {manifest.get('format')!r})")
-    if manifest.get("format_version", 0) > FORMAT_VERSION:
-        raise AdapterkitError(f"{path}: written by a newer adapterkit (format {manifest['format_version']})")
-    return manifest
+    return read_manifest_json(path, FORMAT, FORMAT_VERSION, "a multi-task manifest")
 
 
 def load_multitask(folder: str | Path) -> MultiTaskModel:
@@ -128,13 +122,13 @@ def load_multitask(folder: str | Path) -> MultiTaskModel:
     skeleton_cfg.num_hidden_layers = 1
     embeddings, layers, head = bert_parts(AutoModelForSequenceClassification.from_config(skeleton_cfg))
     layer_cls, pooler_cls = type(layers[0]), type(head.pooler)
-    trunk = _load(folder / TRUNK_FILE)
+    trunk = read_safetensors(folder / TRUNK_FILE)
     model = MultiTaskModel(config, embeddings, nn.ModuleList(layer_cls(config) for _ in range(manifest["trunk_layers"])))
     model.load_state_dict(trunk, strict=False)
     _check_loaded(model, trunk, folder / TRUNK_FILE)
     model.base_model_name = manifest.get("base_model")
     for task, entry in manifest["branches"].items():
-        tensors = _load(folder / entry["file"])
+        tensors = read_safetensors(folder / entry["file"])
         head = Head(pooler_cls(config), nn.Dropout(config.hidden_dropout_prob), nn.Linear(config.hidden_size, entry["num_labels"]))
         branch = Branch(entry["kind"], entry["branch_layer"], nn.ModuleList(layer_cls(config) for _ in range(entry["num_layers"])),
                         head, entry.get("info"))
@@ -159,15 +153,6 @@ def _check_loaded(model: MultiTaskModel, tensors: dict[str, torch.Tensor], path:
     missing, extra = expected - set(tensors), set(tensors) - expected
     if missing or extra:
         raise AdapterkitError(f"{path}: tensors do not match the manifest (missing {sorted(missing)[:3]}, unexpected {sorted(extra)[:3]})")
-
-
-def _load(path: Path) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise AdapterkitError(f"{path}: missing")
-    try:
-        return load_file(str(path))
-    except Exception as e:  # safetensors raises its own error types for corrupt files
-        raise AdapterkitError(f"{path}: unreadable safetensors file ({e})") from None
 
 
 _PAIRS = (("sentence1", "sentence2"), ("text_a", "text_b"), ("question1", "question2"), ("question", "sentence"))
