@@ -53,6 +53,18 @@ def load_model(name: str | None, num_labels: int = 2, problem_type: str | None =
                             ignore_mismatched_sizes=True, **kwargs)
 
 
+def set_attention(model, attention: str | None, rsa: dict | None = None):
+    """Switch a loaded model's attention implementation; "adapterkit_rsa" with the Random Sparse
+    Attention settings `rsa` ({"density", "block_size", "seed"}), stored on the model's config."""
+    if attention == "adapterkit_rsa":
+        from adapterkit.ops.hf import configure_rsa
+
+        configure_rsa(model, **{k: v for k, v in (rsa or {}).items() if k in ("density", "block_size", "seed")})
+    elif attention:
+        model.set_attn_implementation(attention)
+    return model
+
+
 def load_tokenizer(name: str | None):
     from transformers import AutoTokenizer
 

@@ -70,9 +70,9 @@ def load_run(folder: str | Path, task_name: str | None = None):
     tokenizer_dir = folder / "tokenizer"
     tokenizer = backbone.load_tokenizer(str(tokenizer_dir) if tokenizer_dir.is_dir() else model_source)
     problem = "regression" if task.is_regression else "single_label_classification"
-    kwargs = {"attn_implementation": run["attention"]} if run.get("attention") else {}
     model = backbone.load_model(str(model_source) if full else model_source, num_labels=task.num_labels,
-                                problem_type=problem, **kwargs)
+                                problem_type=problem)
+    backbone.set_attention(model, run.get("attention"), run.get("rsa"))
     if not full:
         load_adapter(model, folder, name=task.name)
     model.eval()

@@ -54,6 +54,7 @@ class TrainConfig:
     resume: bool = False
     init_adapter: str | None = None  # start from a saved adapter (folder or hub:REPO[:TAG])
     attention: str | None = None  # attn_implementation passed to transformers (e.g. "sdpa", "adapterkit_rsa")
+    rsa: dict | None = None  # with "adapterkit_rsa": {"density", "block_size", "seed"} (saved: eval rebuilds the layout)
     eval_batch_size: int = 128
     backbone_dropout: bool = False  # dropout inside the frozen backbone (adapter runs)
     strategy: str = "ddp"  # under torchrun: ddp, fsdp, pipeline, pipeline+ddp (see adapterkit.dist)
@@ -232,9 +233,9 @@ def _load_data(task, tokenizer, cfg: TrainConfig):
 
 
 def _build_model(task, cfg: TrainConfig):
-    kwargs = {"attn_implementation": cfg.attention} if cfg.attention else {}
     problem = "regression" if task.is_regression else "single_label_classification"
-    model = backbone.load_model(cfg.model, num_labels=task.num_labels, problem_type=problem, **kwargs)
+    model = backbone.load_model(cfg.model, num_labels=task.num_labels, problem_type=problem)
+    backbone.set_attention(model, cfg.attention, cfg.rsa)
     if cfg.full_finetune:
         return model
     if cfg.init_adapter:

@@ -77,6 +77,25 @@ def test_resume_continues_from_the_checkpoint(tiny_bert_dir, glue_dir, tmp_path)
     assert metrics["epochs"][-1]["step"] == 3 * 5  # 40 rows / batch 8 per epoch
 
 
+def test_random_sparse_attention_run_is_evaluated_with_its_own_layout(tiny_bert_dir, glue_dir, tmp_path):
+    out = tmp_path / "rsa"
+    _train(tiny_bert_dir, glue_dir, out, "sst2", "--attention", "rsa", "--rsa-density", 0.5,
+           "--rsa-block-size", 4, "--seed", 7)
+    run = json.loads((out / "run_config.json").read_text())
+    assert run["attention"] == "adapterkit_rsa"
+    assert run["rsa"] | {"per_layer_layout": True} == {"density": 0.5, "block_size": 4, "seed": 7, "per_layer_layout": True}
+    best = json.loads((out / "metrics.json").read_text())["best"]["accuracy"]
+    evaluated = _cli("eval", "--adapter", out, "--data-dir", glue_dir)  # a new process: settings from the run
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert f"accuracy: {best:.4f}" in evaluated.stdout
+    from adapterkit.evaluation import load_run
+    from adapterkit.ops.hf import config_of
+
+    model = load_run(out)[0]
+    assert model.config._attn_implementation == "adapterkit_rsa"
+    assert (config_of(model).density, config_of(model).block_size, config_of(model).seed) == (0.5, 4, 7)
+
+
 def _cli(*args):
     return subprocess.run([sys.executable, "-m", "adapterkit.cli", *map(str, args)], capture_output=True, text=True)
 
@@ -89,6 +108,8 @@ def _cli(*args):
         (["train", "--model", "/no/such/model"], "not found"),
         (["train", "--data-dir", "/no/such/dir"], "/no/such/dir"),
         (["eval", "--adapter", "/no/such/run"], "no such folder"),
+        (["train", "--attention", "rsa", "--rsa-density", "1.5"], "density"),
+        (["train", "--attention", "flash"], "--attention must be sdpa, eager or rsa"),
     ],
 )
 def test_user_errors_print_one_line_and_exit_1(args, message):

@@ -66,7 +66,7 @@ def train(
     cfg = TrainConfig(task=task, model=model, adapter=adapter, full_finetune=full_finetune, epochs=epochs,
                       max_steps=max_steps, lr=lr, batch_size=batch_size, max_seq_len=max_seq_len, seed=seed,
                       data_dir=data_dir, output=output, resume=resume, init_adapter=init_adapter,
-                      attention=_attention(attention, rsa_density, rsa_block_size, seed),
+                      attention=_attention(attention), rsa=_rsa(attention, rsa_density, rsa_block_size, seed),
                       backbone_dropout=backbone_dropout, strategy=strategy, compression=compression,
                       bucket_mb=bucket_mb)
     metrics = run_training(cfg, progress=not quiet)
@@ -131,16 +131,23 @@ def predict(
     typer.echo(f"wrote {len(records)} predictions to {output}")
 
 
-def _attention(name: str | None, density: float, block_size: int, seed: int) -> str | None:
+def _attention(name: str | None) -> str | None:
     if name in (None, "sdpa", "eager"):
         return name
     if name == "rsa":
-        from adapterkit.ops.hf import configure_rsa
-
-        return configure_rsa(density=density, block_size=block_size, seed=seed)
+        return "adapterkit_rsa"
     from adapterkit.errors import AdapterkitError
 
     raise AdapterkitError(f"--attention must be sdpa, eager or rsa; got {name!r}")
+
+
+def _rsa(name: str | None, density: float, block_size: int, seed: int) -> dict | None:
+    """The Random Sparse Attention settings of `--attention rsa` (checked here, saved with the run)."""
+    if name != "rsa":
+        return None
+    from adapterkit.ops.hf import RSAConfig
+
+    return RSAConfig(density=density, block_size=block_size, seed=seed).to_dict()
 
 
 def _write_predictions(path: Path, records: list[dict]) -> None:
