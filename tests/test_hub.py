@@ -117,6 +117,31 @@ def test_thirty_concurrent_pushes_from_processes_all_land(hub, tmp_path):
     assert info["tags"]["latest"] in pushed.values()
 
 
+def test_hub_created_by_another_process_between_two_looks_is_accepted(tmp_path, monkeypatch):
+    """The race behind concurrent first pushes: the marker is missing at the first look, then
+    another process writes it and makes its folders before this one lists the root."""
+    from adapterkit.hub import store as store_module
+
+    root = tmp_path / "hub"
+    FolderStore(root).check_root(create=True)
+    (root / "blobs").mkdir(exist_ok=True)
+    looks = []
+    real_is_file = Path.is_file
+
+    def marker_late(path):
+        if path.name == store_module.MARKER and not looks:
+            looks.append(path)
+            return False  # not there yet at the first look
+        return real_is_file(path)
+
+    monkeypatch.setattr(Path, "is_file", marker_late)
+    assert FolderStore(root).check_root(create=True)
+    assert looks  # the race was exercised
+    (root / store_module.MARKER).unlink()
+    with pytest.raises(HubError, match="not an adapterkit hub"):  # a foreign folder is still refused
+        FolderStore(root).check_root(create=True)
+
+
 def _stall_mid_upload(kind, where, first, second, token):
     """Upload file `first` whole and half of `second`, then hang until killed."""
     store = FolderStore(where) if kind == "folder" else HttpStore(where, token)

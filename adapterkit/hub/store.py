@@ -109,6 +109,8 @@ class FolderStore:
         # hidden names are another process's marker being written: still an empty folder
         if self.root.exists() and (not self.root.is_dir()
                                    or any(not p.name.startswith(".") for p in self.root.iterdir())):
+            if (self.root / MARKER).is_file():  # another process created the hub since the first look
+                return True  # (the marker is renamed in before anything else is made)
             raise HubError(f"{self.root} is not an adapterkit hub (no {MARKER}); pick an empty or new folder")
         if not create:
             return False
