@@ -127,3 +127,45 @@ def test_benchmark_quick_mode_lays_out_both_tables(tiny_bert_dir, tmp_path):
     rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
     assert set(rows) >= {"Tgt-Only", "Src-Only", "FS", "SS", "RTL", "DRSS", "MGTL"}
     assert rows["DRSS"].count("| - ") >= 4 and "± 0.0" in rows["FS"]  # not run -> "-"; one seed -> 0 spread
+
+
+def _domain_file(path: Path, domains: dict[str, int]) -> Path:
+    good, bad = ("great", "lovely", "works well"), ("awful", "broken", "waste of money")
+    lines = []
+    for domain, n in domains.items():
+        for i in range(n):
+            label = i % 2
+            words = good if label else bad
+            lines.append(json.dumps({"text": f"the {domain} item {i} is {words[i % 3]}", "label": label, "domain": domain}))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_users_own_domains_from_a_file_run_from_the_cli(tiny_bert_dir, tmp_path):
+    from adapterkit.data import add_domain_file, load_domain_splits
+
+    path = _domain_file(tmp_path / "mine.jsonl", {"phones": 60, "cars": 40})
+    assert add_domain_file(path) == ["cars", "phones"]
+    splits = load_domain_splits("phones", seed=0)
+    assert [len(splits[s]) for s in ("train", "dev", "test")] == [42, 6, 12]
+    assert sorted(splits["test"]["label"]) == [0] * 6 + [1] * 6  # stratified
+    out = tmp_path / "run"
+    cli = invoke("transfer", "run", "fs", "--source", "phones", "--target", "cars", "--domain-file", str(path),
+                 "--model", str(tiny_bert_dir), "--max-seq-len", "32", "--quick", "--output", str(out))
+    assert cli.exit_code == 0, cli.output
+    assert "domains cars, phones" in cli.output
+    assert 0.0 <= json.loads((out / "results.json").read_text())["test"]["accuracy"] <= 1.0
+
+
+def test_domain_file_errors_are_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    clash = _domain_file(tmp_path / "clash.jsonl", {"books": 20})
+    missing = tmp_path / "no_domain.tsv"
+    missing.write_text("text\tlabel\ngood\t1\n")
+    for path, message in ((clash, "built-in domain"), (missing, "no domain"), (tmp_path / "nope.tsv", "nope.tsv")):
+        proc = subprocess.run([sys.executable, "-m", "adapterkit.cli", "transfer", "run", "fs", "--source", "dvd",
+                               "--target", "books", "--domain-file", str(path)], capture_output=True, text=True)
+        assert proc.returncode == 1 and message in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr

@@ -27,7 +27,7 @@ def list_algorithms() -> None:
 @transfer_app.command("run")
 def run(
     algorithm: Annotated[str, typer.Argument(help="Algorithm name (see `adapterkit transfer list`).")],
-    target: Annotated[str, typer.Option("--target", help="Target domain: books, dvd, electronics, kitchen or sst2.")],
+    target: Annotated[str, typer.Option("--target", help="Target domain: books, dvd, electronics, kitchen, sst2, or one from --domain-file.")],
     source: Annotated[str, typer.Option("--source", help="Comma-separated source domains.")] = "",
     target_shots: Annotated[Optional[int], typer.Option("--target-shots", help="Labelled target training rows (balanced); default all.")] = None,
     model: Annotated[Optional[str], typer.Option("--model", help="Backbone. Default: bundled all-MiniLM-L6-v2.")] = None,
@@ -40,9 +40,14 @@ def run(
     data_dir: Annotated[Optional[str], typer.Option("--data-dir", help="Folder with the Amazon review files (or GLUE for sst2).")] = None,
     option: Annotated[Optional[list[str]], typer.Option("--option", "-o", help="Algorithm setting KEY=VALUE (JSON value), repeatable.")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="Tiny sizes for a smoke run.")] = False,
+    domain_file: Annotated[Optional[list[str]], typer.Option("--domain-file", help="Your own labelled domains: a TSV/JSONL file with text, label and domain columns (repeatable); each domain is split 70/10/20 into train/dev/test.")] = None,
 ) -> None:
     """Run one transfer algorithm and print its target-domain test metrics."""
+    from adapterkit.data import add_domain_file
     from adapterkit.transfer.registry import TransferSpec, run_algorithm
+
+    for path in domain_file or []:
+        typer.echo(f"{path}: domains {', '.join(add_domain_file(path))}")
 
     spec = TransferSpec(source=[s for s in source.split(",") if s], target=target, target_shots=target_shots,
                         model=model, seed=seed, output=output, max_seq_len=max_seq_len, epochs=epochs,
