@@ -59,7 +59,7 @@ def set_attention(model, attention: str | None, rsa: dict | None = None):
     if attention == "adapterkit_rsa":
         from adapterkit.ops.hf import configure_rsa
 
-        configure_rsa(model, **{k: v for k, v in (rsa or {}).items() if k in ("density", "block_size", "seed")})
+        configure_rsa(model, **(rsa or {}))
     elif attention:
         model.set_attn_implementation(attention)
     return model

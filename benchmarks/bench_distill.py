@@ -111,7 +111,6 @@ def run_seed(seed: int, domains: list[str], args) -> tuple[dict, tuple]:
         s = make_student(t, args.student_layers)
         distill(t, s, data[d].train, kd, pad)
         acc[method_teacher_row][d] = score(s, data[d].test, pad)["accuracy"]
-        return None
 
     for d in domains:  # BERT-s and its students
         t, _, _ = teacher()

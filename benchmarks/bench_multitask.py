@@ -96,7 +96,7 @@ def fit_and_save(name: str, args) -> None:
     for cand in result.candidates:
         save_multitask(assemble([result], source, cand.name), folder / cand.name)
     t0 = time.perf_counter()
-    baselines, _ = run_baselines(name, cfg, tokenizer, args)
+    baselines = run_baselines(name, cfg, tokenizer, args)
     record = {"summary": result.summary(), "baselines": baselines, "train_rows": cfg.train_limit,
               "seconds": {"ours": ours, "baselines": time.perf_counter() - t0}}
     (folder / "result.json").write_text(json.dumps(record, indent=2, default=str))
@@ -174,7 +174,7 @@ def run_baselines(name, cfg, tokenizer, args):
         distill(full, student, train, kd, pad)
         out[f"kd3-{method}"] = dev_score(student, task, dev, pad)
         print(f"{name}: 3-layer {method} student dev {out[f'kd3-{method}']:.1f}", flush=True)
-    return out, None
+    return out
 
 
 def merged_rows(results, args, tokenizer):

@@ -58,16 +58,14 @@ def run_arm(attention: str, seed: int, data, args) -> dict:
     from adapterkit import backbone
     from adapterkit.evaluation import make_batches, predict_logits
     from adapterkit.metrics import compute_metrics
-    from adapterkit.ops.hf import configure_rsa
     from sklearn.metrics import f1_score
 
-    kwargs = {}
-    if attention == "rsa":
-        kwargs["attn_implementation"] = configure_rsa(density=args.density, block_size=64, seed=seed)
-    else:
-        kwargs["attn_implementation"] = "sdpa"
     torch.manual_seed(seed)
-    model = backbone.load_model(None, num_labels=2, **kwargs)
+    model = backbone.load_model(None, num_labels=2)
+    if attention == "rsa":
+        backbone.set_attention(model, "adapterkit_rsa", {"density": args.density, "block_size": 64, "seed": seed})
+    else:
+        backbone.set_attention(model, "sdpa")
     ak.add_adapter(model, "a", ak.BottleneckConfig(bottleneck_dim=64, sharing=1))
     ak.train_adapter(model, "a")
     params = [p for p in model.parameters() if p.requires_grad]

@@ -147,7 +147,8 @@ def _rsa(name: str | None, density: float, block_size: int, seed: int) -> dict |
         return None
     from adapterkit.ops.hf import RSAConfig
 
-    return RSAConfig(density=density, block_size=block_size, seed=seed).to_dict()
+    RSAConfig(density=density, block_size=block_size, seed=seed)  # refuses bad settings here, before training
+    return {"density": density, "block_size": block_size, "seed": seed}
 
 
 def _write_predictions(path: Path, records: list[dict]) -> None:

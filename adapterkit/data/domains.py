@@ -29,11 +29,12 @@ def add_domain_file(path: str | Path, label_names=None) -> list[str]:
     from adapterkit.data.user_files import read_domain_file
 
     data = read_domain_file(path, label_names)
-    names = sorted(set(data["domain"]))
+    domains = data["domain"]
+    names = sorted(set(domains))
     for name in names:
         if name in DOMAINS or name == SST2:
             raise AdapterkitError(f"{path}: domain {name!r} is a built-in domain's name; rename it in the file")
-        rows = [i for i, d in enumerate(data["domain"]) if d == name]
+        rows = [i for i, d in enumerate(domains) if d == name]
         if len(rows) < 10:
             raise AdapterkitError(f"{path}: domain {name!r} has {len(rows)} rows; at least 10 are needed to split it")
         _user_domains[name] = data.select(rows)
