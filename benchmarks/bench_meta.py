@@ -3,15 +3,19 @@
 Table 11 (MetaFT): for each Amazon domain, MetaFT meta-trains an adapter (and head) on the three
 other domains (leave-one-out); then the held-out domain is fine-tuned with 5%, 10% and 20% of
 its 1400 training rows, from the meta-learned start ("Yes") and from a fresh adapter ("No").
-Table 12 (Meta-DTL): RTE with 1%, 5% and 20% of its training rows, helped by MRPC, SST-2 and
-CoLA (other label sets): single-task fine-tuning (fresh adapter) vs the MetaFT start (the three
-tasks treated as domains of one task, one shared head) vs the Meta-DTL start (per-task heads).
+Table 12 (Meta-DTL): a GLUE target (--glue-target, default RTE with 1%, 5% and 20% of its
+training rows) helped by the other three of MRPC, SST-2, CoLA, RTE (other label sets):
+single-task fine-tuning (fresh adapter) vs the MetaFT start (the three tasks treated as domains
+of one task, one shared head) vs the Meta-DTL start (per-task heads).
 Meta-learning runs once per held-out domain / method (seed 0); every fine-tuning runs for each
 seed, the arms of one (domain, ratio, seed) interleaved in one process. Accuracy on the test
-split (Amazon: the fixed 400-row test split; RTE: GLUE dev, 277 rows).
+split (Amazon: the fixed 400-row test split; RTE: GLUE dev, 277 rows; SST-2: the fixed
+436-row half of GLUE dev that `load_domain_splits` calls test).
 
     OMP_NUM_THREADS=1 python benchmarks/bench_meta.py --part metaft  --out runs/bench_meta
     OMP_NUM_THREADS=1 python benchmarks/bench_meta.py --part metadtl --out runs/bench_meta
+    OMP_NUM_THREADS=1 python benchmarks/bench_meta.py --part metadtl --glue-target sst2 \
+        --ratios-glue 0.0005,0.002,0.01 --out runs/bench_meta
     python benchmarks/bench_meta.py --quick        # a few minutes: tiny sizes, checks the pipeline
 
 Results are appended to <out>/records.jsonl as they come (a rerun skips what is there) and the
@@ -33,8 +37,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 AMAZON = ("books", "dvd", "electronics", "kitchen")
-GLUE_SOURCES = ("mrpc", "sst2", "cola")
-AMAZON_TRAIN, RTE_TRAIN = 1400, 2490
+GLUE = ("mrpc", "sst2", "cola", "rte")
+AMAZON_TRAIN = 1400
+GLUE_TRAIN = {"mrpc": 3668, "sst2": 67349, "cola": 8551, "rte": 2490}  # rows in the GLUE train files
 
 
 def parse_args():
@@ -44,7 +49,8 @@ def parse_args():
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--domains", default=",".join(AMAZON))
     p.add_argument("--ratios-amazon", default="0.05,0.10,0.20")
-    p.add_argument("--ratios-rte", default="0.01,0.05,0.20")
+    p.add_argument("--glue-target", choices=GLUE, default="rte", help="table 12's target; the other three are sources")
+    p.add_argument("--ratios-glue", default="0.01,0.05,0.20", help="table 12's shares of the target's training rows")
     p.add_argument("--meta-steps", type=int, default=150)
     p.add_argument("--epochs", type=int, default=8, help="fine-tuning passes over the target rows")
     p.add_argument("--min-steps", type=int, default=20, help="fine-tuning steps at least")
@@ -156,12 +162,13 @@ def run_metaft(args, records, tokenizer, seeds, cache):
 
 
 def run_metadtl(args, records, tokenizer, seeds, cache):
-    ratios = [float(r) for r in args.ratios_rte.split(",")]
-    starts = {a: meta_start(args, records, a, "rte", list(GLUE_SOURCES), args.seq_glue, tokenizer, cache)
+    ratios = [float(r) for r in args.ratios_glue.split(",")]
+    target, sources = args.glue_target, [t for t in GLUE if t != args.glue_target]
+    starts = {a: meta_start(args, records, a, target, sources, args.seq_glue, tokenizer, cache)
               for a in ("metaft", "metadtl")}
     for seed in seeds:
         for ratio in ratios:
-            finetune_arms(args, records, "12", "rte", ratio, RTE_TRAIN, seed, {"single": None, **starts},
+            finetune_arms(args, records, "12", target, ratio, GLUE_TRAIN[target], seed, {"single": None, **starts},
                           args.seq_glue, tokenizer)
 
 
@@ -169,13 +176,14 @@ def _mean(values):
     return statistics.fmean(values) if values else None
 
 
-def _cell(rows, **key) -> tuple[float | None, int]:
-    accs = [r["accuracy"] for r in rows if r["kind"] == "finetune" and all(r[k] == v for k, v in key.items())]
-    return (100 * statistics.fmean(accs) if accs else None), len(accs)
+def _cell(rows, **key) -> tuple[float | None, float | None]:
+    """Mean and (population) standard deviation over seeds of the accuracy x100."""
+    accs = [100 * r["accuracy"] for r in rows if r["kind"] == "finetune" and all(r[k] == v for k, v in key.items())]
+    return (statistics.fmean(accs), statistics.pstdev(accs)) if accs else (None, None)
 
 
-def _fmt(value) -> str:
-    return "-" if value is None else f"{value:.1f}"
+def _fmt(value, sd=None) -> str:
+    return "-" if value is None else f"{value:.1f}" + ("" if sd is None else f" ± {sd:.1f}")
 
 
 def report(records: Records) -> str:
@@ -187,7 +195,7 @@ def report(records: Records) -> str:
         domains = [d for d in AMAZON if any(r["target"] == d for r in t11)]
         arms = [a for a in ("no", "metaft", "reptile", "fomaml") if any(r["arm"] == a for r in t11)]
         names = {"no": "No", "metaft": "Yes" if len(arms) == 2 else "MetaFT", "reptile": "Reptile", "fomaml": "FOMAML"}
-        lines += ["Table 11 (MetaFT, Amazon, accuracy %, mean over seeds):", "",
+        lines += ["Table 11 (MetaFT, Amazon, accuracy %, mean ± sd over seeds; Average: mean of the domain means):", "",
                   "| Domain | " + " | ".join(f"{round(100 * q)}% {names[a]}" for q in ratios for a in arms) + " |",
                   "|---|" + "---:|" * (len(arms) * len(ratios))]
         for d in domains + ["Average"]:
@@ -198,20 +206,21 @@ def report(records: Records) -> str:
                         vals = [_cell(t11, target=x, ratio=q, arm=arm)[0] for x in domains]
                         cells.append(_fmt(_mean([v for v in vals if v is not None])))
                     else:
-                        cells.append(_fmt(_cell(t11, target=d, ratio=q, arm=arm)[0]))
+                        cells.append(_fmt(*_cell(t11, target=d, ratio=q, arm=arm)))
             lines.append(f"| {d} | " + " | ".join(cells) + " |")
         seeds = sorted({r['seed'] for r in t11})
         lines += ["", f"seeds: {seeds}; runs: {len(t11)}", ""]
-    t12 = [r for r in rows if r.get("table") == "12"]
-    if t12:
-        lines += ["Table 12 (RTE helped by MRPC, SST-2, CoLA, accuracy %, mean over seeds):", "",
-                  "| Percentage | Single-task | MetaFT | MetaDTL |", "|---|---:|---:|---:|"]
+    names = {"mrpc": "MRPC", "sst2": "SST-2", "cola": "CoLA", "rte": "RTE"}
+    for target in [t for t in GLUE if any(r.get("table") == "12" and r["target"] == t for r in rows)]:
+        t12 = [r for r in rows if r.get("table") == "12" and r["target"] == target]
+        helpers = ", ".join(names[t] for t in GLUE if t != target)
+        lines += [f"Table 12 ({names[target]} helped by {helpers}, accuracy %, mean ± sd over seeds):", "",
+                  "| Percentage (rows) | Single-task | MetaFT | MetaDTL |", "|---|---:|---:|---:|"]
         for q in sorted({r["ratio"] for r in t12}):
-            single, _ = _cell(t12, ratio=q, arm="single")
-            mft, _ = _cell(t12, ratio=q, arm="metaft")
-            dtl, n = _cell(t12, ratio=q, arm="metadtl")
+            (single, s_sd), (mft, m_sd), (dtl, d_sd) = (_cell(t12, ratio=q, arm=a) for a in ("single", "metaft", "metadtl"))
             gain = f" ({dtl - single:+.1f})" if None not in (dtl, single) else ""
-            lines.append(f"| {round(100 * q)}% | {_fmt(single)} | {_fmt(mft)} | {_fmt(dtl)}{gain} |")
+            shots = next(r["shots"] for r in t12 if r["ratio"] == q)
+            lines.append(f"| {100 * q:g}% ({shots}) | {_fmt(single, s_sd)} | {_fmt(mft, m_sd)} | {_fmt(dtl, d_sd)}{gain} |")
         lines += ["", f"seeds: {sorted({r['seed'] for r in t12})}; runs: {len(t12)}", ""]
     metas = [r for r in rows if r["kind"] == "meta"]
     fts = [r["seconds"] for r in rows if r["kind"] == "finetune"]
@@ -228,7 +237,7 @@ def main() -> None:
     if args.quick:
         args.out = args.out if args.out != "runs/bench_meta" else tempfile.mkdtemp(prefix="bench_meta_quick_")
         args.seeds, args.domains, args.meta_steps = "0", "books", 2
-        args.ratios_amazon, args.ratios_rte = "0.05", "0.01"
+        args.ratios_amazon, args.ratios_glue = "0.05", "0.01"
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     records = Records(out / "records.jsonl")
