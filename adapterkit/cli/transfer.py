@@ -27,8 +27,8 @@ def list_algorithms() -> None:
 @transfer_app.command("run")
 def run(
     algorithm: Annotated[str, typer.Argument(help="Algorithm name (see `adapterkit transfer list`).")],
-    target: Annotated[str, typer.Option("--target", help="Target domain: books, dvd, electronics, kitchen, sst2, or one from --domain-file.")],
-    source: Annotated[str, typer.Option("--source", help="Comma-separated source domains.")] = "",
+    target: Annotated[str, typer.Option("--target", help="Target domain: books, dvd, electronics, kitchen, sst2, or one from --domain-file; metaft, metadtl, reptile and fomaml also take GLUE tasks (cola, mrpc, rte, ...).")],
+    source: Annotated[str, typer.Option("--source", help="Comma-separated source domains (or GLUE tasks, for the meta-learning algorithms).")] = "",
     target_shots: Annotated[Optional[int], typer.Option("--target-shots", help="Labelled target training rows (balanced); default all.")] = None,
     model: Annotated[Optional[str], typer.Option("--model", help="Backbone. Default: bundled all-MiniLM-L6-v2.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
