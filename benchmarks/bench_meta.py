@@ -14,6 +14,7 @@ split (Amazon: the fixed 400-row test split; RTE: GLUE dev, 277 rows; SST-2: the
 
     OMP_NUM_THREADS=1 python benchmarks/bench_meta.py --part metaft  --out runs/bench_meta
     OMP_NUM_THREADS=1 python benchmarks/bench_meta.py --part metadtl --out runs/bench_meta
+    OMP_NUM_THREADS=1 python benchmarks/bench_meta.py --part metaft --ablation --ratios-amazon 0.05,0.10 --out runs/bench_meta
     OMP_NUM_THREADS=1 python benchmarks/bench_meta.py --part metadtl --glue-target sst2 \
         --ratios-glue 0.0005,0.002,0.01 --out runs/bench_meta
     python benchmarks/bench_meta.py --quick        # a few minutes: tiny sizes, checks the pipeline
@@ -38,6 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 AMAZON = ("books", "dvd", "electronics", "kitchen")
 GLUE = ("mrpc", "sst2", "cola", "rte")
+# starts that are not an algorithm of their own: name -> (algorithm, MetaOptions overrides)
+VARIANTS = {"multi": ("metaft", {"weighting": "uniform", "confusion_weight": 0.0})}
 AMAZON_TRAIN = 1400
 GLUE_TRAIN = {"mrpc": 3668, "sst2": 67349, "cola": 8551, "rte": 2490}  # rows in the GLUE train files
 
@@ -60,6 +63,8 @@ def parse_args():
     p.add_argument("--model", default=None, help="backbone (default: bundled all-MiniLM-L6-v2)")
     p.add_argument("--quick", action="store_true", help="tiny sizes (32 rows per split, 2 meta steps, 4 fine-tuning steps)")
     p.add_argument("--baselines", action="store_true", help="table 11 also fine-tunes Reptile and first-order MAML starts")
+    p.add_argument("--ablation", action="store_true", help="table 11 also fine-tunes a 'multi' start: MetaFT's training "
+                                                          "with every row weighted 1 and no domain corruption")
     p.add_argument("--report", action="store_true", help="only print the tables from <out>/records.jsonl")
     return p.parse_args()
 
@@ -108,17 +113,18 @@ def meta_start(args, records: Records, algorithm: str, target: str, sources: lis
     if records.has(key) and (folder / "adapterkit_config.json").exists():
         return str(folder)
     spec = spec_for(args, target, sources, 0, None, seq)
-    opts = MetaOptions(meta_steps=args.meta_steps, max_source_rows=args.max_source_rows)
+    learner, overrides = VARIANTS.get(algorithm, (algorithm, {}))
+    opts = MetaOptions(meta_steps=args.meta_steps, max_source_rows=args.max_source_rows, **overrides)
     tasks = [load_meta_task(n, spec, tokenizer, args.max_source_rows) for n in sources]
     t0 = time.perf_counter()
     model = new_model(spec, 2)
     emb = None
-    if algorithm in ("metaft", "metadtl"):  # the frozen-backbone embeddings, computed once per source
+    if learner in ("metaft", "metadtl"):  # the frozen-backbone embeddings, computed once per source
         for task in tasks:
             if task.name not in cache:
                 cache[task.name] = embed_rows(model, task.train, tokenizer.pad_token_id or 0)
         emb = [cache[task.name] for task in tasks]
-    info, include_head = meta_learn(algorithm, model, tasks, spec, opts, tokenizer.pad_token_id or 0, emb)
+    info, include_head = meta_learn(learner, model, tasks, spec, opts, tokenizer.pad_token_id or 0, emb)
     save_adapter(model, ADAPTER, folder, include_head=include_head)
     history = info.get("history", {})
     records.add({**key, "sources": sources, "seconds": time.perf_counter() - t0, "steps": info["steps"],
@@ -149,7 +155,7 @@ def finetune_arms(args, records: Records, table: str, target: str, ratio: float,
 def run_metaft(args, records, tokenizer, seeds, cache):
     domains = args.domains.split(",")
     ratios = [float(r) for r in args.ratios_amazon.split(",")]
-    algorithms = ("metaft", "reptile", "fomaml") if args.baselines else ("metaft",)
+    algorithms = ("metaft",) + (("reptile", "fomaml") if args.baselines else ()) + (("multi",) if args.ablation else ())
     arms = {}
     for target in domains:  # every start first, then seed by seed: a cut-short run holds whole seeds
         sources = [d for d in AMAZON if d != target]
@@ -193,8 +199,9 @@ def report(records: Records) -> str:
     if t11:
         ratios = sorted({r["ratio"] for r in t11})
         domains = [d for d in AMAZON if any(r["target"] == d for r in t11)]
-        arms = [a for a in ("no", "metaft", "reptile", "fomaml") if any(r["arm"] == a for r in t11)]
-        names = {"no": "No", "metaft": "Yes" if len(arms) == 2 else "MetaFT", "reptile": "Reptile", "fomaml": "FOMAML"}
+        arms = [a for a in ("no", "metaft", "reptile", "fomaml", "multi") if any(r["arm"] == a for r in t11)]
+        names = {"no": "No", "metaft": "Yes" if len(arms) == 2 else "MetaFT", "reptile": "Reptile", "fomaml": "FOMAML",
+                 "multi": "Multi"}
         lines += ["Table 11 (MetaFT, Amazon, accuracy %, mean ± sd over seeds; Average: mean of the domain means):", "",
                   "| Domain | " + " | ".join(f"{round(100 * q)}% {names[a]}" for q in ratios for a in arms) + " |",
                   "|---|" + "---:|" * (len(arms) * len(ratios))]

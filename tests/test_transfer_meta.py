@@ -195,6 +195,20 @@ def test_meta_training_changes_the_adapter_and_never_the_backbone(amazon, algori
         assert {k: round(v["sum"]) for k, v in info["weights"].items()} == {"dvd": 32, "kitchen": 32}
 
 
+def test_uniform_weighting_gives_meta_fit_every_row_weight_one(amazon, monkeypatch):
+    from adapterkit.transfer import meta_learners as ml
+
+    spec, tasks = amazon
+    seen = {}
+    monkeypatch.setattr(ml, "meta_fit", lambda model, params, rows, weights, **kw: seen.setdefault("w", weights) and {})
+    for weighting in ("typicality", "uniform"):
+        seen.clear()
+        meta_learn("metaft", new_model(spec, 2), [tasks["dvd"], tasks["kitchen"]], spec,
+                   MetaOptions(meta_steps=1, weighting=weighting), pad_id=0)
+        ones = all(torch.equal(w, torch.ones(len(t.train))) for w, t in zip(seen["w"], [tasks["dvd"], tasks["kitchen"]]))
+        assert ones == (weighting == "uniform")
+
+
 def test_metaft_refuses_tasks_with_another_number_of_classes(amazon):
     spec, tasks = amazon
     three = MetaTask("three", 3, tasks["dvd"].train, [], [])
@@ -209,6 +223,8 @@ def test_options_are_validated():
         MetaOptions(alpha=1.5)
     with pytest.raises(AdapterkitError, match="inner_steps"):
         MetaOptions(inner_steps=0)
+    with pytest.raises(AdapterkitError, match="weighting"):
+        MetaOptions(weighting="typical")
 
 
 # --- end to end: Python, CLI, --init-adapter ----------------------------------------------------

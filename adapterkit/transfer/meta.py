@@ -47,6 +47,7 @@ class MetaOptions:
     per_group: int | None = None  # rows per domain/task per step (metaft, metadtl); default batch_size // groups
     max_source_rows: int | None = 2000  # source training rows kept per domain/task
     alpha: float = 0.5  # typicality: weight of the own-domain prototype vs the others
+    weighting: str = "typicality"  # metaft/metadtl row weights: typicality, or uniform (an ablation: every row 1)
     confusion_weight: float = 0.1  # domain corruption (metaft) / task max-entropy (metadtl)
     inner_steps: int = 4  # SGD steps per task in the inner loop (reptile, fomaml)
     inner_lr: float = 1e-2  # inner-loop SGD learning rate (reptile, fomaml)
@@ -65,6 +66,8 @@ class MetaOptions:
         for name in ("meta_lr", "inner_lr", "step_size"):
             if not getattr(self, name) > 0:
                 raise AdapterkitError(f"option {name} must be > 0, got {getattr(self, name)}")
+        if self.weighting not in ("typicality", "uniform"):
+            raise AdapterkitError(f"option weighting must be 'typicality' or 'uniform', got {self.weighting!r}")
         if not 0.0 <= self.alpha <= 1.0:
             raise AdapterkitError(f"option alpha must be in [0, 1], got {self.alpha}")
         if self.confusion_weight < 0:
@@ -106,6 +109,8 @@ def meta_learn(algorithm: str, model, sources: list[MetaTask], spec: TransferSpe
     if same_labels:
         _same_label_count(algorithm, model, sources)
     weights, info = group_weights(model, sources, pad_id, opts.alpha, same_labels, embeddings)
+    if opts.weighting == "uniform":
+        weights = [torch.ones_like(w) for w in weights]
     heads = None if same_labels else ml.group_heads(model, [s.num_labels for s in sources], spec.seed)
     trainable = list(adapter_parameters(model, ADAPTER).values())
     if same_labels:
