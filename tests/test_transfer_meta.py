@@ -203,10 +203,11 @@ def test_uniform_weighting_gives_meta_fit_every_row_weight_one(amazon, monkeypat
     monkeypatch.setattr(ml, "meta_fit", lambda model, params, rows, weights, **kw: seen.setdefault("w", weights) and {})
     for weighting in ("typicality", "uniform"):
         seen.clear()
-        meta_learn("metaft", new_model(spec, 2), [tasks["dvd"], tasks["kitchen"]], spec,
-                   MetaOptions(meta_steps=1, weighting=weighting), pad_id=0)
+        info, _ = meta_learn("metaft", new_model(spec, 2), [tasks["dvd"], tasks["kitchen"]], spec,
+                             MetaOptions(meta_steps=1, weighting=weighting), pad_id=0)
         ones = all(torch.equal(w, torch.ones(len(t.train))) for w, t in zip(seen["w"], [tasks["dvd"], tasks["kitchen"]]))
         assert ones == (weighting == "uniform")
+        assert (info["weights"]["dvd"]["max"] == 1.0) == (weighting == "uniform")  # the summary tells what was used
 
 
 def test_metaft_refuses_tasks_with_another_number_of_classes(amazon):

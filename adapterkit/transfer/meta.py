@@ -111,6 +111,7 @@ def meta_learn(algorithm: str, model, sources: list[MetaTask], spec: TransferSpe
     weights, info = group_weights(model, sources, pad_id, opts.alpha, same_labels, embeddings)
     if opts.weighting == "uniform":
         weights = [torch.ones_like(w) for w in weights]
+        info["weights"] = {s.name: {"sum": float(len(s.train)), "min": 1.0, "max": 1.0} for s in sources}
     heads = None if same_labels else ml.group_heads(model, [s.num_labels for s in sources], spec.seed)
     trainable = list(adapter_parameters(model, ADAPTER).values())
     if same_labels:
