@@ -217,11 +217,11 @@ def report(records: Records) -> str:
             lines.append(f"| {d} | " + " | ".join(cells) + " |")
         seeds = sorted({r['seed'] for r in t11})
         lines += ["", f"seeds: {seeds}; runs: {len(t11)}", ""]
-    names = {"mrpc": "MRPC", "sst2": "SST-2", "cola": "CoLA", "rte": "RTE"}
+    task_names = {"mrpc": "MRPC", "sst2": "SST-2", "cola": "CoLA", "rte": "RTE"}
     for target in [t for t in GLUE if any(r.get("table") == "12" and r["target"] == t for r in rows)]:
         t12 = [r for r in rows if r.get("table") == "12" and r["target"] == target]
-        helpers = ", ".join(names[t] for t in GLUE if t != target)
-        lines += [f"Table 12 ({names[target]} helped by {helpers}, accuracy %, mean ± sd over seeds):", "",
+        helpers = ", ".join(task_names[t] for t in GLUE if t != target)
+        lines += [f"Table 12 ({task_names[target]} helped by {helpers}, accuracy %, mean ± sd over seeds):", "",
                   "| Percentage (rows) | Single-task | MetaFT | MetaDTL |", "|---|---:|---:|---:|"]
         for q in sorted({r["ratio"] for r in t12}):
             (single, s_sd), (mft, m_sd), (dtl, d_sd) = (_cell(t12, ratio=q, arm=a) for a in ("single", "metaft", "metadtl"))

@@ -200,9 +200,13 @@ def test_uniform_weighting_gives_meta_fit_every_row_weight_one(amazon, monkeypat
 
     spec, tasks = amazon
     seen = {}
-    monkeypatch.setattr(ml, "meta_fit", lambda model, params, rows, weights, **kw: seen.setdefault("w", weights) and {})
+
+    def record_weights(model, params, rows, weights, **kw):
+        seen["w"] = weights
+        return {}
+
+    monkeypatch.setattr(ml, "meta_fit", record_weights)
     for weighting in ("typicality", "uniform"):
-        seen.clear()
         info, _ = meta_learn("metaft", new_model(spec, 2), [tasks["dvd"], tasks["kitchen"]], spec,
                              MetaOptions(meta_steps=1, weighting=weighting), pad_id=0)
         ones = all(torch.equal(w, torch.ones(len(t.train))) for w, t in zip(seen["w"], [tasks["dvd"], tasks["kitchen"]]))

@@ -108,10 +108,7 @@ def meta_learn(algorithm: str, model, sources: list[MetaTask], spec: TransferSpe
     same_labels = algorithm == "metaft"
     if same_labels:
         _same_label_count(algorithm, model, sources)
-    weights, info = group_weights(model, sources, pad_id, opts.alpha, same_labels, embeddings)
-    if opts.weighting == "uniform":
-        weights = [torch.ones_like(w) for w in weights]
-        info["weights"] = {s.name: {"sum": float(len(s.train)), "min": 1.0, "max": 1.0} for s in sources}
+    weights, info = group_weights(model, sources, pad_id, opts.alpha, same_labels, embeddings, opts.weighting)
     heads = None if same_labels else ml.group_heads(model, [s.num_labels for s in sources], spec.seed)
     trainable = list(adapter_parameters(model, ADAPTER).values())
     if same_labels:
@@ -126,20 +123,28 @@ def meta_learn(algorithm: str, model, sources: list[MetaTask], spec: TransferSpe
 
 
 def group_weights(model, sources: list[MetaTask], pad_id: int, alpha: float, same_labels: bool,
-                  embeddings: list[torch.Tensor] | None = None) -> tuple[list[torch.Tensor], dict]:
-    """Typicality (metaft) or transferability (metadtl) weights per source, and a summary."""
+                  embeddings: list[torch.Tensor] | None = None,
+                  weighting: str = "typicality") -> tuple[list[torch.Tensor], dict]:
+    """Typicality (metaft) or transferability (metadtl) weights per source, or all ones
+    (`weighting="uniform"`), and a summary. Meta-DTL's class relations are reported either way."""
     from adapterkit.transfer.typicality import class_relations, embed_rows, typicality_weights
 
-    emb = embeddings or [embed_rows(model, s.train, pad_id) for s in sources]
-    labels = torch.cat([torch.tensor([r["labels"] for r in s.train]) for s in sources])
-    groups = torch.cat([torch.full((len(s.train),), g) for g, s in enumerate(sources)])
-    weights = typicality_weights(torch.cat(emb), labels, groups, alpha, same_labels)
-    parts = list(weights.split([len(s.train) for s in sources]))
-    info = {"weights": {s.name: {"sum": w.sum().item(), "min": w.min().item(), "max": w.max().item()}
-                        for s, w in zip(sources, parts)}}
-    if not same_labels:
-        keys, rel = class_relations(torch.cat(emb), labels, groups)
-        info["relations"] = {"classes": [f"{sources[g].name}:{c}" for g, c in keys], "cosine": rel.tolist()}
+    sizes = [len(s.train) for s in sources]
+    info = {}
+    if weighting == "uniform" and same_labels:  # nothing needs the embeddings
+        weights = torch.ones(sum(sizes))
+    else:
+        emb = torch.cat(embeddings or [embed_rows(model, s.train, pad_id) for s in sources])
+        labels = torch.cat([torch.tensor([r["labels"] for r in s.train]) for s in sources])
+        groups = torch.cat([torch.full((n,), g) for g, n in enumerate(sizes)])
+        weights = (typicality_weights(emb, labels, groups, alpha, same_labels) if weighting == "typicality"
+                   else torch.ones(len(labels)))
+        if not same_labels:
+            keys, rel = class_relations(emb, labels, groups)
+            info["relations"] = {"classes": [f"{sources[g].name}:{c}" for g, c in keys], "cosine": rel.tolist()}
+    parts = list(weights.split(sizes))
+    info["weights"] = {s.name: {"sum": w.sum().item(), "min": w.min().item(), "max": w.max().item()}
+                       for s, w in zip(sources, parts)}
     return parts, info
 
 
