@@ -30,7 +30,6 @@ from adapterkit.config import BottleneckConfig
 from adapterkit.errors import AdapterkitError, IncompatibleAdapterError
 from adapterkit.files import read_manifest_json, read_safetensors
 from adapterkit.model import (
-    BANK,
     add_adapter,
     adapter_config,
     adapter_plan,
@@ -46,6 +45,7 @@ from adapterkit.sites import find_sites, hidden_size
 CONFIG_FILE = "adapterkit_config.json"
 WEIGHTS_FILE = "adapterkit_weights.safetensors"
 HEAD_FILE = "adapterkit_head.safetensors"
+LAYER_NORMS = "layer_norms."
 FORMAT = "adapterkit.adapter"
 FORMAT_VERSION = 1
 
@@ -66,7 +66,7 @@ def save_adapter(model: nn.Module, name: str, path: str | os.PathLike, include_h
     tensors = {k: v.detach().contiguous() for k, v in get_bank(model).adapters[name].state_dict().items()}
     if config.train_layer_norms:
         for pname, p in layer_norm_parameters(model, plan.sites).items():
-            tensors[f"layer_norms.{pname}"] = p.detach().contiguous()
+            tensors[f"{LAYER_NORMS}{pname}"] = p.detach().contiguous()
     atomic_write(path / WEIGHTS_FILE, lambda tmp: save_file(tensors, tmp, metadata={"format": FORMAT}))
     head = {n: p.detach().contiguous() for n, p in head_parameters(model).items()} if include_head else {}
     if head:
@@ -111,19 +111,27 @@ def load_adapter(model: nn.Module, path: str | os.PathLike, name: str | None = N
     manifest = read_manifest(path)
     config = BottleneckConfig.from_dict(manifest["config"])
     name = name or manifest["name"]
-    check_compatible(model, manifest, plan_adapter(model, config), path)
+    plan = plan_adapter(model, config)
+    check_compatible(model, manifest, plan, path)
     tensors = read_safetensors(path / WEIGHTS_FILE)
+    norms = {k[len(LAYER_NORMS):]: tensors.pop(k) for k in [k for k in tensors if k.startswith(LAYER_NORMS)]}
     head_path = path / HEAD_FILE
     head = read_safetensors(head_path) if head_path.exists() else {}
-    _check_head(model, head, head_path)
+    # Adapters come from hubs: outside its own modules an adapter may write only the head's
+    # parameters and (when its config trains them) the layer norms of the layers it adapts.
+    declared = set(manifest["head"]) if isinstance(manifest.get("head"), list) else None
+    writes = _backbone_writes(model, head, head_parameters(model), head_path, "head parameter", declared)
+    allowed_norms = layer_norm_parameters(model, plan.sites) if config.train_layer_norms else {}
+    writes += _backbone_writes(model, norms, allowed_norms, path / WEIGHTS_FILE, "layer-norm parameter")
     add_adapter(model, name, config, activate=activate)
     try:
         _fill(model, name, tensors, path / WEIGHTS_FILE)
     except Exception:
         remove_adapter(model, name)  # leave the model as it was
         raise
-    if head:
-        model.load_state_dict(head, strict=False)
+    with torch.no_grad():
+        for param, value in writes:
+            param.copy_(value)
     return name
 
 
@@ -182,35 +190,37 @@ def check_compatible(model: nn.Module, manifest: dict, plan: SharingPlan, path: 
 def _fill(model: nn.Module, name: str, tensors: dict[str, torch.Tensor], source: Path) -> None:
     modules = get_bank(model).adapters[name]
     expected = modules.state_dict()
-    adapter_tensors = {k: v for k, v in tensors.items() if not k.startswith("layer_norms.")}
-    missing, extra = set(expected) - set(adapter_tensors), set(adapter_tensors) - set(expected)
+    missing, extra = set(expected) - set(tensors), set(tensors) - set(expected)
     if missing or extra:
         raise IncompatibleAdapterError(
             f"{source}: tensors do not match the adapter's modules (missing {sorted(missing)[:3]}, unexpected {sorted(extra)[:3]})"
         )
-    for key, value in adapter_tensors.items():
+    for key, value in tensors.items():
         if value.shape != expected[key].shape:
             raise IncompatibleAdapterError(f"{source}: {key} has shape {tuple(value.shape)}, the model needs {tuple(expected[key].shape)}")
-    modules.load_state_dict(adapter_tensors)
-    norms = {k[len("layer_norms."):]: v for k, v in tensors.items() if k.startswith("layer_norms.")}
-    if norms:
-        model.load_state_dict(norms, strict=False)
+    modules.load_state_dict(tensors)
 
 
-def _check_head(model: nn.Module, head: dict[str, torch.Tensor], source: Path) -> None:
-    if not head:
-        return
-    state = model.state_dict()
-    for key, value in head.items():
-        if key.startswith(f"{BANK}."):
-            continue
-        if key not in state:
-            raise IncompatibleAdapterError(f"{source}: head parameter {key} does not exist in {type(model).__name__}")
-        if state[key].shape != value.shape:
+def _backbone_writes(model: nn.Module, tensors: dict[str, torch.Tensor], allowed: dict[str, nn.Parameter],
+                     source: Path, what: str, declared: set[str] | None = None) -> list[tuple[nn.Parameter, torch.Tensor]]:
+    """(parameter, value) pairs for tensors that name an allowed parameter of the right shape;
+    any other name (a frozen backbone weight, a buffer, an undeclared tensor) is refused."""
+    writes = []
+    for key, value in tensors.items():
+        if key not in allowed or (declared is not None and key not in declared):
             raise IncompatibleAdapterError(
-                f"{source}: head parameter {key} has shape {tuple(value.shape)}, the model's is {tuple(state[key].shape)} "
-                f"(a different number of labels?)"
+                f"{source}: {key} is not a {what} {'declared by this adapter' if key in allowed else 'of ' + type(model).__name__}; "
+                "refusing to load it (an adapter may only write its own modules and the head)"
             )
+        if value.shape != allowed[key].shape:
+            raise IncompatibleAdapterError(
+                f"{source}: {what} {key} has shape {tuple(value.shape)}, the model's is {tuple(allowed[key].shape)}"
+                + (" (a different number of labels?)" if what == "head parameter" else "")
+            )
+        if not (value.is_floating_point() or value.is_complex()) and allowed[key].is_floating_point():
+            raise IncompatibleAdapterError(f"{source}: {what} {key} holds {value.dtype}, not floating-point values")
+        writes.append((allowed[key], value))
+    return writes
 
 
 def _version() -> str:
