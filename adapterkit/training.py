@@ -31,6 +31,7 @@ from adapterkit.evaluation import evaluate, make_batches
 from adapterkit.atomic import write_json
 from adapterkit.io import save_adapter
 from adapterkit.model import add_adapter, count_parameters, train_adapter
+from adapterkit.progress import progress as progress_bar
 
 ADAPTER_LR, FULL_LR = 1e-3, 5e-5
 
@@ -105,6 +106,7 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> dict:
     optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(train_rows) / cfg.batch_size)
     total = min(cfg.max_steps or math.inf, cfg.epochs * steps_per_epoch)
+    epochs_run = math.ceil(total / steps_per_epoch)  # --max-steps may end the run early: "epoch 1/1", not 1/3
     scheduler = _linear_schedule(optimizer, int(total * cfg.warmup_ratio), total)
     history, start_epoch, step = [], 0, 0
     if cfg.resume and (out / "checkpoint").exists():
@@ -126,7 +128,7 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> dict:
         t0, seen, losses = time.perf_counter(), 0, []
         batches = make_batches(train_rows, cfg.batch_size, pad_id, task.is_regression, seed=cfg.seed + epoch)
         limit = min(steps_per_epoch, int(total - step))
-        with _progress(progress and main, f"epoch {epoch + 1}/{cfg.epochs}", limit) as bar:
+        with progress_bar(f"epoch {epoch + 1}/{epochs_run}", limit, enabled=progress and main) as bar:
             for i, batch in zip(range(limit), batches):
                 batch.pop("_index")
                 if stepper:
@@ -141,7 +143,7 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> dict:
                 losses.append(loss)
                 seen += len(batch["input_ids"])
                 step += 1
-                bar(loss=sum(losses[-20:]) / len(losses[-20:]), rate=seen / (time.perf_counter() - t0))
+                bar(loss=sum(losses[-20:]) / len(losses[-20:]), examples=len(batch["input_ids"]))
         seconds = time.perf_counter() - t0
         dev = run.evaluate(stepper, dev_rows, task, cfg, pad_id) if run else \
             evaluate(model, dev_rows, task, cfg.eval_batch_size, pad_id)
@@ -252,7 +254,8 @@ def _save_best(model, name: str, out: Path, full_finetune: bool) -> None:
     if full_finetune:
         tmp = out / ".model.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(str(tmp))
+        with backbone.quiet_loading():
+            model.save_pretrained(str(tmp))
         shutil.rmtree(out / "model", ignore_errors=True)
         os.replace(tmp, out / "model")
     else:
@@ -274,27 +277,3 @@ def _prepare_output(out: Path, resume: bool) -> None:
     if not resume and ((out / "metrics.json").exists() or (out / "checkpoint").exists()):
         raise AdapterkitError(f"output {out} already holds a run; choose another --output, or pass --resume to continue it")
     out.mkdir(parents=True, exist_ok=True)
-
-
-
-class _progress:
-    """A rich progress bar with loss and throughput; silent when disabled."""
-
-    def __init__(self, enabled: bool, title: str, total: int):
-        self.enabled, self.title, self.total = enabled, title, total
-
-    def __enter__(self):
-        if not self.enabled:
-            return lambda **_: None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("loss {task.fields[loss]:.4f}  {task.fields[rate]:.0f} ex/s"),
-                            TimeElapsedColumn(), transient=True)
-        self.bar.__enter__()
-        self.task = self.bar.add_task(self.title, total=self.total, loss=float("nan"), rate=0.0)
-        return lambda **fields: self.bar.update(self.task, advance=1, **fields)
-
-    def __exit__(self, *exc):
-        if self.enabled:
-            self.bar.__exit__(*exc)

@@ -23,8 +23,19 @@ app = typer.Typer(
 
 
 @app.callback()
-def _root() -> None:
+def _root(
+    verbose: bool = typer.Option(False, "--verbose", help="Show the libraries' own output too (transformers' load reports and bars)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bars or progress lines."),
+) -> None:
     """adapterkit: train, plan, share and serve bottleneck adapters."""
+    if verbose:
+        os.environ["ADAPTERKIT_VERBOSE"] = "1"  # read by adapterkit.backbone, inherited by workers
+        os.environ["TRANSFORMERS_VERBOSITY"] = "warning"
+        os.environ.pop("HF_DATASETS_DISABLE_PROGRESS_BARS", None)
+    if quiet:
+        from adapterkit.progress import set_enabled
+
+        set_enabled(False)
 
 
 # Modules that add their commands to `app` through a `register(app)` function.

@@ -82,21 +82,26 @@ def model_inputs(batch: dict) -> dict:
 
 
 def fit(params: Iterable[nn.Parameter], steps: int, loss_fn: Callable[[int], torch.Tensor], lr: float,
-        warmup_ratio: float = 0.1) -> list[float]:
-    """AdamW with linear warm-up/decay over `steps` calls of loss_fn(step); returns the losses."""
+        warmup_ratio: float = 0.1, title: str = "train") -> list[float]:
+    """AdamW with linear warm-up/decay over `steps` calls of loss_fn(step); returns the losses.
+    Progress (a bar, or plain lines off a terminal) is reported under `title`."""
+    from adapterkit.progress import progress
+
     params = list(params)
     optimizer = torch.optim.AdamW(params, lr=lr)
     warmup = int(steps * warmup_ratio)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: (s + 1) / (warmup + 1) if s < warmup else max(0.0, (steps - s) / max(1, steps - warmup)))
     losses = []
-    for step in range(steps):
-        loss = loss_fn(step)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
+    with progress(title, steps) as bar:
+        for step in range(steps):
+            loss = loss_fn(step)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(loss.item())
+            bar(loss=sum(losses[-20:]) / len(losses[-20:]))
     return losses
 
 

@@ -95,7 +95,7 @@ def distill(teacher: nn.Module, student: nn.Module, rows: list[dict], cfg: KDCon
         s_out = student(**inputs, **kwargs)
         return method.loss(s_out, t_out, batch, ctx).mean()
 
-    losses = fit(params, _steps(len(rows), cfg), loss_fn, cfg.lr, cfg.warmup_ratio)
+    losses = fit(params, _steps(len(rows), cfg), loss_fn, cfg.lr, cfg.warmup_ratio, title=f"distill ({cfg.method})")
     student.eval()
     return {"losses": losses, "steps": len(losses), "projection": not isinstance(ctx.proj_hidden, nn.Identity)}
 
@@ -184,6 +184,6 @@ def train_supervised(model: nn.Module, rows: list[dict], cfg: TrainConfig, pad_i
         loss = ce.mean()
         return loss + extra_loss(out, batch) if extra_loss is not None else loss
 
-    losses = fit(params, _steps(len(rows), cfg), loss_fn, cfg.lr, cfg.warmup_ratio)
+    losses = fit(params, _steps(len(rows), cfg), loss_fn, cfg.lr, cfg.warmup_ratio, title="train teacher")
     model.eval()
     return losses

@@ -209,7 +209,7 @@ def train_branch(net: BranchNet, states: list[torch.Tensor], labels: torch.Tenso
         soft = soft_kl(logits, teacher_logits[idx], temperature)
         return (alpha * soft + (1 - alpha) * hard_ce(logits, labels[idx])).mean()
 
-    losses = fit(params, per_epoch * epochs, loss_fn, lr)
+    losses = fit(params, per_epoch * epochs, loss_fn, lr, title="train branch")
     net.eval()
     return losses
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from adapterkit.backbone import quiet_loading
 from adapterkit.errors import AdapterkitError
 from adapterkit.model import BANK, adapter_config, adapter_plan, add_adapter, get_bank, list_adapters, set_active
 from adapterkit.sites import find_layer_stacks
@@ -154,7 +155,8 @@ def save_student(model: nn.Module, folder: str | Path, tokenizer=None, info: dic
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    type(model).save_pretrained(model, str(folder / "model"), state_dict=plain_state_dict(model))
+    with quiet_loading():
+        type(model).save_pretrained(model, str(folder / "model"), state_dict=plain_state_dict(model))
     names = list_adapters(model)
     for name in names:
         save_adapter(model, name, folder / "adapters" / name, include_head=False)
@@ -176,7 +178,8 @@ def load_student(folder: str | Path):
     if not meta_path.is_file():
         raise AdapterkitError(f"{folder}: not a distilled student (no student.json)")
     info = json.loads(meta_path.read_text())
-    model = AutoModelForSequenceClassification.from_pretrained(str(folder / "model"))
+    with quiet_loading():
+        model = AutoModelForSequenceClassification.from_pretrained(str(folder / "model"))
     for name in info.get("adapters", []):
         load_adapter(model, folder / "adapters" / name, name=name, activate=False)
     if info.get("adapters"):
