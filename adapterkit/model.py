@@ -10,9 +10,9 @@ adapter parameters under `adapterkit.<name>.<group>.*`.
 """
 from __future__ import annotations
 
-import types
-from functools import partial
-from typing import Iterable
+import contextlib
+import weakref
+from typing import Iterable, Iterator
 
 import torch
 from torch import nn
@@ -26,9 +26,26 @@ from adapterkit.sites import Site, find_sites
 BANK = "adapterkit"
 COMPOSITIONS = ("stack", "parallel")
 
+# site module -> the banks hooked on it (lets `detached_hooks` find the hooks inside a subtree)
+_HOOKED: "weakref.WeakKeyDictionary[nn.Module, weakref.WeakSet]" = weakref.WeakKeyDictionary()
+
+
+class SiteHook:
+    """The forward hook on one site: passes the site's output through the bank's active chain."""
+
+    def __init__(self, bank: "AdapterBank", path: str) -> None:
+        self.bank, self.path = bank, path
+
+    def __call__(self, module: nn.Module, args, output):
+        return self.bank.adapt_site(self.path, output)
+
 
 class AdapterBank(nn.Module):
-    """All adapters of one model, the routes from sites to modules, and the active set."""
+    """All adapters of one model, the routes from sites to modules, and the active set.
+
+    Every change to the bank goes through its methods (add, remove, activate, hook_sites,
+    set_backbone_dropout, slim_saves); the module-level functions below are the public verbs
+    that find the bank on a model and call them."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -37,9 +54,42 @@ class AdapterBank(nn.Module):
         self.plans: dict[str, SharingPlan] = {}
         self.active: list[str] = []
         self.composition = "stack"
-        self._hooks: dict[str, torch.utils.hooks.RemovableHandle] = {}
+        self._hooks: dict[str, tuple[nn.Module, torch.utils.hooks.RemovableHandle]] = {}  # site path -> (module, handle)
         self._chains: dict[str, list[nn.Module]] = {}  # site path -> active modules, in order
         self._dropout: dict[tuple[int, str], float] = {}  # backbone dropout rates switched off
+        self._unsaved: set[str] = set()  # keys this bank added to the model's _keys_to_ignore_on_save
+
+    # --- adapters -------------------------------------------------------------------------------
+    def require(self, name: str) -> None:
+        if name not in self.adapters:
+            known = ", ".join(self.adapters) or "none"
+            raise AdapterkitError(f"no adapter named {name!r} (adapters on this model: {known})")
+
+    def add(self, name: str, config: BottleneckConfig, plan: SharingPlan, modules: nn.ModuleDict) -> None:
+        if name in self.adapters:
+            raise AdapterkitError(f"model already has an adapter named {name!r}")
+        self.adapters[name] = modules
+        self.configs[name], self.plans[name] = config, plan
+
+    def remove(self, name: str) -> None:
+        """Drop adapter `name`, deactivate it and unhook the sites no other adapter uses."""
+        self.require(name)
+        del self.adapters[name]
+        del self.configs[name], self.plans[name]
+        self.activate([a for a in self.active if a != name], self.composition)
+        used = {site.path for plan in self.plans.values() for site in plan.sites}
+        for path in [p for p in self._hooks if p not in used]:
+            module, handle = self._hooks.pop(path)
+            handle.remove()
+            _HOOKED.get(module, set()).discard(self)
+
+    def activate(self, names: list[str], composition: str = "stack") -> None:
+        if composition not in COMPOSITIONS:
+            raise AdapterkitError(f"composition must be one of {COMPOSITIONS}, got {composition!r}")
+        for name in names:
+            self.require(name)
+        self.active, self.composition = list(names), composition
+        self.rebuild_chains()
 
     def rebuild_chains(self) -> None:
         self._chains = {}
@@ -48,7 +98,9 @@ class AdapterBank(nn.Module):
             for path, gid in route.items():
                 self._chains.setdefault(path, []).append(self.adapters[name][gid])
 
-    def apply(self, path: str, output):
+    # --- forward --------------------------------------------------------------------------------
+    def adapt_site(self, path: str, output):
+        """The site's output passed through the active adapters for that site (stack or parallel)."""
         chain = self._chains.get(path)
         if not chain:
             return output
@@ -60,9 +112,64 @@ class AdapterBank(nn.Module):
             h = h + sum(adapter(h) - h for adapter in chain)
         return (h, *output[1:]) if isinstance(output, tuple) else h
 
+    def hook_sites(self, model: nn.Module, sites: Iterable[Site]) -> None:
+        """One forward hook per site path (idempotent)."""
+        modules = dict(model.named_modules())
+        for site in sites:
+            if site.path not in self._hooks:
+                self._hook(site.path, modules[site.path])
 
-def _site_hook(bank: AdapterBank, path: str, module: nn.Module, args, output):
-    return bank.apply(path, output)
+    def _hook(self, path: str, module: nn.Module) -> None:
+        self._hooks[path] = (module, module.register_forward_hook(SiteHook(self, path)))
+        _HOOKED.setdefault(module, weakref.WeakSet()).add(self)
+
+    @contextlib.contextmanager
+    def hooks_removed(self) -> Iterator[None]:
+        """The backbone without this bank's hooks for the duration (re-registered on exit)."""
+        hooked = {path: module for path, (module, _) in self._hooks.items()}
+        for path, (module, handle) in list(self._hooks.items()):
+            handle.remove()
+            _HOOKED.get(module, set()).discard(self)
+        self._hooks = {}
+        try:
+            yield
+        finally:
+            for path, module in hooked.items():
+                self._hook(path, module)
+
+    # --- training switches ----------------------------------------------------------------------
+    def set_backbone_dropout(self, base: nn.Module, enabled: bool) -> None:
+        """Switch dropout inside `base` off (rates remembered) or back to the original rates."""
+        for module in base.modules():
+            if isinstance(module, AdapterBank):
+                continue
+            for attr in ("p", "attention_dropout"):
+                value = getattr(module, attr, None)
+                if (attr == "p" and not isinstance(module, nn.Dropout)) or not isinstance(value, float):
+                    continue
+                key = (id(module), attr)
+                if enabled and key in self._dropout:
+                    setattr(module, attr, self._dropout.pop(key))
+                elif not enabled and value > 0:
+                    self._dropout.setdefault(key, value)
+                    setattr(module, attr, 0.0)
+
+    @property
+    def saves_slim(self) -> bool:
+        return bool(self._unsaved)
+
+    def slim_saves(self, model: nn.Module, enabled: bool) -> None:
+        """With `enabled`, `model.save_pretrained` leaves out every frozen tensor (transformers'
+        documented `_keys_to_ignore_on_save`); off, the keys this bank added are taken out again."""
+        ignore = getattr(model, "_keys_to_ignore_on_save", None)
+        if not isinstance(ignore, set):  # not a transformers model (or an older one): nothing to do
+            return
+        ignore -= self._unsaved
+        self._unsaved = set()
+        if enabled:
+            trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+            self._unsaved = {k for k in model.state_dict() if k not in trainable and k not in ignore}
+            ignore |= self._unsaved
 
 
 def get_bank(model: nn.Module, create: bool = False) -> AdapterBank:
@@ -92,42 +199,27 @@ def add_adapter(model: nn.Module, name: str, config: BottleneckConfig | None = N
     plan = plan_adapter(model, config)
     device, dtype = _device_dtype(model)
     modules = nn.ModuleDict({gid: build_adapter(config, sites[0].hidden) for gid, sites in plan.groups.items()})
-    bank.adapters[name] = modules.to(device=device, dtype=dtype)
-    bank.configs[name], bank.plans[name] = config, plan
-    _hook_sites(model, bank, plan.sites)
+    bank.add(name, config, plan, modules.to(device=device, dtype=dtype))
+    bank.hook_sites(model, plan.sites)
     if activate:
-        set_active(model, [*bank.active, name])
+        bank.activate([*bank.active, name], bank.composition)
     return plan
 
 
 def remove_adapter(model: nn.Module, name: str) -> None:
     bank = get_bank(model)
-    _require(bank, name)
-    del bank.adapters[name]
-    del bank.configs[name], bank.plans[name]
-    bank.active = [a for a in bank.active if a != name]
-    bank.rebuild_chains()
-    used = {site.path for plan in bank.plans.values() for site in plan.sites}
-    for path in list(bank._hooks):
-        if path not in used:
-            bank._hooks.pop(path).remove()
+    bank.remove(name)
     if not bank.adapters:
-        set_backbone_dropout(model, True)
+        bank.set_backbone_dropout(getattr(model, "base_model", model), True)
+        bank.slim_saves(model, False)
         delattr(model, BANK)
-        model.__dict__.pop("save_pretrained", None)
 
 
 def set_active(model: nn.Module, names: str | Iterable[str], composition: str = "stack") -> None:
     """Activate adapters in order: with "stack" one adapter's output feeds the next; with
     "parallel" their residual updates are summed. An empty list runs the bare backbone."""
     names = [names] if isinstance(names, str) else list(names)
-    if composition not in COMPOSITIONS:
-        raise AdapterkitError(f"composition must be one of {COMPOSITIONS}, got {composition!r}")
-    bank = get_bank(model)
-    for name in names:
-        _require(bank, name)
-    bank.active, bank.composition = names, composition
-    bank.rebuild_chains()
+    get_bank(model).activate(names, composition)
 
 
 def active_adapters(model: nn.Module) -> list[str]:
@@ -142,13 +234,13 @@ def list_adapters(model: nn.Module) -> list[str]:
 
 def adapter_config(model: nn.Module, name: str) -> BottleneckConfig:
     bank = get_bank(model)
-    _require(bank, name)
+    bank.require(name)
     return bank.configs[name]
 
 
 def adapter_plan(model: nn.Module, name: str) -> SharingPlan:
     bank = get_bank(model)
-    _require(bank, name)
+    bank.require(name)
     return bank.plans[name]
 
 
@@ -156,7 +248,7 @@ def adapter_parameters(model: nn.Module, name: str) -> dict[str, nn.Parameter]:
     """The distinct parameters of adapter `name` by their model-level names (shared ones once),
     plus the layer norms it trains when its config has train_layer_norms."""
     bank = get_bank(model)
-    _require(bank, name)
+    bank.require(name)
     params = {f"{BANK}.adapters.{name}.{n}": p for n, p in bank.adapters[name].named_parameters()}
     if bank.configs[name].train_layer_norms:
         params.update(layer_norm_parameters(model, bank.plans[name].sites))
@@ -194,7 +286,9 @@ def train_adapter(
 
     While adapters are being trained, `model.save_pretrained` (what `transformers.Trainer`
     calls for checkpoints) writes only the trainable weights, so checkpoints hold the adapters
-    and the head, and `load_best_model_at_end` restores them into the frozen backbone.
+    and the head, and `load_best_model_at_end` restores them into the frozen backbone. This uses
+    transformers' own `_keys_to_ignore_on_save` list (no method is replaced); `full_saves(model)`
+    (a context) or remove_adapter takes the frozen keys out of it again.
     """
     names = [names] if isinstance(names, str) else list(names)
     set_active(model, names)
@@ -207,26 +301,37 @@ def train_adapter(
         for p in head_parameters(model).values():
             p.requires_grad_(True)
     set_backbone_dropout(model, backbone_dropout)
-    model.save_pretrained = types.MethodType(_save_trainable_only, model)
+    get_bank(model).slim_saves(model, True)
+
+
+@contextlib.contextmanager
+def full_saves(model: nn.Module) -> Iterator[nn.Module]:
+    """`model.save_pretrained` writes every tensor inside this block, also after train_adapter."""
+    bank = getattr(model, BANK, None)
+    slim = isinstance(bank, AdapterBank) and bank.saves_slim
+    if slim:
+        bank.slim_saves(model, False)
+    try:
+        yield model
+    finally:
+        if slim:
+            bank.slim_saves(model, True)
 
 
 def set_backbone_dropout(model: nn.Module, enabled: bool) -> None:
     """Switch dropout inside `model.base_model` off (rates remembered) or back to the original rates."""
-    bank = get_bank(model)
-    base = getattr(model, "base_model", model)
-    for module in base.modules():
-        if isinstance(module, AdapterBank):
-            continue
-        for attr in ("p", "attention_dropout"):
-            value = getattr(module, attr, None)
-            if attr == "p" and not isinstance(module, nn.Dropout) or not isinstance(value, float):
-                continue
-            key = (id(module), attr)
-            if enabled and key in bank._dropout:
-                setattr(module, attr, bank._dropout.pop(key))
-            elif not enabled and value > 0:
-                bank._dropout.setdefault(key, value)
-                setattr(module, attr, 0.0)
+    get_bank(model).set_backbone_dropout(getattr(model, "base_model", model), enabled)
+
+
+@contextlib.contextmanager
+def detached_hooks(module: nn.Module) -> Iterator[nn.Module]:
+    """`module` (any part of a model) without adapterkit's site hooks for the duration, e.g. to
+    deep-copy a layer of a model with adapters; other hooks are left alone."""
+    banks = {id(b): b for m in module.modules() for b in list(_HOOKED.get(m, ()))}
+    with contextlib.ExitStack() as stack:
+        for bank in banks.values():
+            stack.enter_context(bank.hooks_removed())
+        yield module
 
 
 def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -247,31 +352,9 @@ def layer_norm_parameters(model: nn.Module, sites: Iterable[Site]) -> dict[str, 
     return params
 
 
-def _save_trainable_only(self: nn.Module, save_directory, *args, state_dict=None, **kwargs):
-    if state_dict is None:
-        state_dict = trainable_state_dict(self)
-    else:
-        trainable = {n for n, p in self.named_parameters() if p.requires_grad}
-        state_dict = {k: v for k, v in state_dict.items() if k in trainable}
-    return type(self).save_pretrained(self, save_directory, *args, state_dict=state_dict, **kwargs)
-
-
-def _hook_sites(model: nn.Module, bank: AdapterBank, sites: Iterable[Site]) -> None:
-    modules = dict(model.named_modules())
-    for site in sites:
-        if site.path not in bank._hooks:
-            hook = partial(_site_hook, bank, site.path)
-            bank._hooks[site.path] = modules[site.path].register_forward_hook(hook)
-
-
 def _device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
     for p in model.parameters():
         if p.is_floating_point():
             return p.device, p.dtype
     return torch.device("cpu"), torch.float32
 
-
-def _require(bank: AdapterBank, name: str) -> None:
-    if name not in bank.adapters:
-        known = ", ".join(bank.adapters) or "none"
-        raise AdapterkitError(f"no adapter named {name!r} (adapters on this model: {known})")

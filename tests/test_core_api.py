@@ -163,13 +163,13 @@ def test_stack_and_parallel_composition():
     a, b = bank.adapters["shared"]["G0"], bank.adapters["books"]["G0"]
     h = torch.randn(2, 3, 32)
     ak.set_active(model, ["shared", "books"])
-    torch.testing.assert_close(bank.apply(path, h), b(a(h)))
+    torch.testing.assert_close(bank.adapt_site(path, h), b(a(h)))
     ak.set_active(model, ["books", "shared"])
-    torch.testing.assert_close(bank.apply(path, h), a(b(h)))
+    torch.testing.assert_close(bank.adapt_site(path, h), a(b(h)))
     ak.set_active(model, ["shared", "books"], composition="parallel")
-    torch.testing.assert_close(bank.apply(path, h), a(h) + b(h) - h)
+    torch.testing.assert_close(bank.adapt_site(path, h), a(h) + b(h) - h)
     ak.set_active(model, [])
-    assert bank.apply(path, h) is h
+    assert bank.adapt_site(path, h) is h
 
 
 def test_remove_restores_the_bare_model():
@@ -184,6 +184,52 @@ def test_remove_restores_the_bare_model():
     with torch.no_grad():
         assert torch.equal(model(**inputs).logits, before)
     assert all(len(m._forward_hooks) == 0 for m in model.modules())
+
+
+def test_module_apply_and_hookless_copies_work_with_adapters():
+    from adapterkit.model import detached_hooks
+
+    model, inputs = build("bert")
+    ak.add_adapter(model, "a", ak.BottleneckConfig(bottleneck_dim=4))
+    with torch.no_grad():
+        for p in ak.adapter_parameters(model, "a").values():
+            p.normal_()  # far from the identity, so whether the adapter ran shows in the logits
+    seen = []
+    model.apply(lambda m: seen.append(type(m).__name__))  # nn.Module.apply, not shadowed by the bank
+    assert "AdapterBank" in seen and "BottleneckAdapter" in seen
+    marker = []
+    layer = model.bert.encoder.layer[0]
+    other = layer.output.register_forward_hook(lambda *a: marker.append(1))  # a user's own hook
+    with detached_hooks(layer):
+        twin = copy.deepcopy(layer)
+    h = torch.randn(1, 3, 32)
+    with torch.no_grad():
+        twin(h), layer(h)
+    assert len(marker) == 2  # the user's hook is kept (in the copy too)
+    with torch.no_grad():
+        adapted = model(**inputs).logits
+        ak.set_active(model, [])
+        bare = model(**inputs).logits
+    assert not torch.allclose(adapted, bare)  # the original's adapter hooks came back
+    other.remove()
+
+
+def test_train_adapter_slims_saves_reversibly(tmp_path):
+    from safetensors.torch import load_file
+
+    model, _ = build("bert")
+    before = set(model._keys_to_ignore_on_save)
+    ak.add_adapter(model, "a", ak.BottleneckConfig(bottleneck_dim=4))
+    ak.train_adapter(model, "a")
+    assert "save_pretrained" not in model.__dict__
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    model.save_pretrained(tmp_path / "slim")
+    assert set(load_file(tmp_path / "slim" / "model.safetensors")) == trainable
+    with ak.model.full_saves(model):
+        model.save_pretrained(tmp_path / "full")
+    assert set(load_file(tmp_path / "full" / "model.safetensors")) > trainable
+    ak.remove_adapter(model, "a")
+    assert set(model._keys_to_ignore_on_save) == before
 
 
 def test_functional_call_over_adapter_weights():

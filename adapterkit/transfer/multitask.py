@@ -311,28 +311,14 @@ class MultiTaskModel(nn.Module):
 
 
 def clone(module: nn.Module) -> nn.Module:
-    """A copy of `module`'s weights and structure without forward hooks (adapterkit routes adapters
-    through hooks on the source model; a copy must not carry them along)."""
-    from adapterkit.model import AdapterBank
+    """A copy of `module`'s weights and structure without adapterkit's site hooks (adapters are
+    routed through hooks on the source model; a copy must not carry them along)."""
+    from adapterkit.model import AdapterBank, detached_hooks
 
-    memo = {id(m): None for m in _hooked_banks(module)}
-    twin = copy.deepcopy(module, memo)
-    for m in twin.modules():
-        for hooks in (m._forward_hooks, m._forward_pre_hooks, m._forward_hooks_with_kwargs,
-                      m._forward_hooks_always_called, m._forward_pre_hooks_with_kwargs):
-            hooks.clear()
-    assert not any(isinstance(m, AdapterBank) for m in twin.modules())
-    return twin
-
-
-def _hooked_banks(module: nn.Module) -> list:
-    """Adapter banks referenced from hooks inside `module` (kept out of the deep copy)."""
-    banks = []
-    for m in module.modules():
-        for hook in m._forward_hooks.values():
-            args = getattr(hook, "args", ())
-            banks += [a for a in args if isinstance(a, nn.Module)]
-    return banks
+    if any(isinstance(m, AdapterBank) for m in module.modules()):
+        raise AdapterkitError(f"cannot clone a {type(module).__name__} that holds adapters; clone its parts")
+    with detached_hooks(module):
+        return copy.deepcopy(module)
 
 
 def _same_weights(a: nn.Module, b: nn.Module) -> bool:

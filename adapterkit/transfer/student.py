@@ -26,7 +26,8 @@ from torch import nn
 
 from adapterkit.backbone import quiet_loading
 from adapterkit.errors import AdapterkitError
-from adapterkit.model import BANK, adapter_config, adapter_plan, add_adapter, get_bank, list_adapters, set_active
+from adapterkit.model import (BANK, adapter_config, adapter_plan, add_adapter, full_saves, get_bank, list_adapters,
+                              set_active)
 from adapterkit.sites import find_layer_stacks
 
 _DEPTH_KEYS = ("num_hidden_layers", "n_layer", "n_layers", "num_layers")
@@ -155,8 +156,8 @@ def save_student(model: nn.Module, folder: str | Path, tokenizer=None, info: dic
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    with quiet_loading():
-        type(model).save_pretrained(model, str(folder / "model"), state_dict=plain_state_dict(model))
+    with quiet_loading(), full_saves(model):
+        model.save_pretrained(str(folder / "model"), state_dict=plain_state_dict(model))
     names = list_adapters(model)
     for name in names:
         save_adapter(model, name, folder / "adapters" / name, include_head=False)
