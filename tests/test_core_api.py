@@ -130,7 +130,7 @@ def test_missing_and_malformed_folders(tmp_path):
     with pytest.raises(ak.AdapterkitError, match="not an adapterkit adapter"):
         ak.load_adapter(model, str(tmp_path))
     (tmp_path / "adapterkit_config.json").write_text("{not json")
-    with pytest.raises(ak.AdapterkitError, match="malformed JSON"):
+    with pytest.raises(ak.AdapterkitError, match="not valid JSON"):
         ak.load_adapter(model, str(tmp_path))
 
 

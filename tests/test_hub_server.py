@@ -162,7 +162,9 @@ def test_read_only_server_and_foreign_folder(tmp_path):
 def test_large_json_bodies_are_refused_before_buffering(api, server, seeded):
     before = snapshot(server.root, skip_tmp=False)
     big = {"upload": "0" * 32, "files": [], "pad": "x" * (2 << 20)}
-    r = api.post("/repos/team/seed/versions", json=big)  # no token: size is refused first
+    r = api.post("/repos/team/seed/versions", json=big)  # no token: refused before the body is read
+    assert r.status_code == 401 and r.json()["error"] == "Unauthorized"
+    r = api.post("/repos/team/seed/versions", json=big, headers=AUTH)
     assert r.status_code == 413 and r.json()["error"] == "TooLarge"
 
     def chunked():

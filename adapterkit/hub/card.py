@@ -6,11 +6,11 @@ files. Fields whose source is missing are null.
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any, Callable
 
+from adapterkit.files import FileFormatError, parse_json
 from adapterkit.hub.files import CONFIG_FILE, METRICS_FILE, FileEntry, count_parameters
 from adapterkit.hub.errors import IntegrityError
 
@@ -36,16 +36,16 @@ def build_card(repo: str, version: str, entries: list[FileEntry], path_of: Calla
         "version": version,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "pushed_with": _adapterkit_version(),
-        "adapterkit_version": config.get("adapterkit_version"),
-        "name": config.get("name"),
-        "kind": config.get("kind"),
-        "task": metrics.get("task"),
+        "adapterkit_version": _scalar(config.get("adapterkit_version")),
+        "name": _scalar(config.get("name")),
+        "kind": _scalar(config.get("kind")),
+        "task": _scalar(metrics.get("task")),
         "base_model": _base_model(config.get("base_model")),
-        "sharing": adapter_cfg.get("sharing"),
-        "bottleneck_dim": adapter_cfg.get("bottleneck_dim"),
+        "sharing": _scalar(adapter_cfg.get("sharing")),
+        "bottleneck_dim": _scalar(adapter_cfg.get("bottleneck_dim")),
         "num_groups": _length(config.get("groups")),
         "num_sites": _length(config.get("sites")),
-        "metrics": metrics.get("best") if isinstance(metrics.get("best"), dict) else None,
+        "metrics": _metrics(metrics.get("best")),
         "parameters": {**params, "total": sum(params.values())} if params else None,
         "size": sum(e.size for e in entries),
         "files": [e.to_dict() for e in sorted(entries, key=lambda e: e.path)],
@@ -53,17 +53,38 @@ def build_card(repo: str, version: str, entries: list[FileEntry], path_of: Calla
 
 
 def _read_json(path: Path, name: str) -> Any:
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise IntegrityError(f"{name}: not valid JSON ({e})") from None
+    try:  # NaN/Infinity refused (not JSON: a client could not read the card), depth capped
+        return parse_json(Path(path).read_bytes(), name, allow_nan=False)
+    except FileFormatError as e:
+        raise IntegrityError(str(e)) from None
+
+
+# A card copies only small values: it is listed and served often, the files hold the rest.
+MAX_CARD_STRING = 256
+MAX_CARD_METRICS = 32
+
+
+def _scalar(value: Any) -> Any:
+    """`value` when it is a number, boolean or short string; otherwise null."""
+    if isinstance(value, str):
+        return value if len(value) <= MAX_CARD_STRING else None
+    return value if isinstance(value, (int, float, bool)) else None
+
+
+def _metrics(value: Any) -> dict | None:
+    if not isinstance(value, dict):
+        return None
+    items = [(k, _scalar(v)) for k, v in value.items() if len(k) <= MAX_CARD_STRING]
+    return dict(items[:MAX_CARD_METRICS])
 
 
 def _base_model(value: Any) -> dict | None:
     if not isinstance(value, dict):
         return None
-    keys = ("name_or_path", "model_type", "config_hash", "hidden_size", "num_layers")
-    return {k: value.get(k) for k in keys}
+    keys = ("name_or_path", "model_type", "config_hash", "hidden_size")
+    layers = value.get("num_layers")
+    layers = layers[:16] if isinstance(layers, list) and all(isinstance(n, int) for n in layers) else None
+    return {**{k: _scalar(value.get(k)) for k in keys}, "num_layers": layers}
 
 
 def _length(value: Any) -> int | None:

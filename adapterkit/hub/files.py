@@ -15,11 +15,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from adapterkit import files
 from adapterkit.hub.errors import HubError, IntegrityError, UnsupportedFile
 from adapterkit.hub.refs import check_file_path, check_sha256
 
@@ -29,9 +29,6 @@ STORED_SUFFIXES = (".safetensors", ".json", ".txt")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib", ".npy", ".npz")
 MAX_FILES = 256
 CHUNK = 1 << 20
-_MAX_ST_HEADER = 100 << 20
-_DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2, "I16": 2, "F16": 2,
-                "BF16": 2, "U32": 4, "I32": 4, "F32": 4, "U64": 8, "I64": 8, "F64": 8}
 
 
 @dataclass(frozen=True)
@@ -76,6 +73,10 @@ def check_entries(entries: list[FileEntry]) -> None:
         raise HubError("duplicate file names in the file list")
     for e in entries:
         check_suffix(e.path)
+    folders = {"/".join(parts[:i]) for parts in (p.split("/") for p in paths) for i in range(1, len(parts))}
+    clash = sorted(folders & set(paths))
+    if clash:
+        raise HubError(f"{clash[0]} is both a file and a folder in the file list")
     if CONFIG_FILE not in paths:
         raise HubError(f"not an adapter: no {CONFIG_FILE} among the files")
 
@@ -118,37 +119,12 @@ def read_chunks(path: str | os.PathLike) -> Iterator[bytes]:
         yield from iter(lambda: f.read(CHUNK), b"")
 
 
-def safetensors_header(path: str | os.PathLike) -> dict:
-    """The parsed header of a safetensors file, after checking every tensor fits the file."""
-    size = os.path.getsize(path)
-    with open(path, "rb") as f:
-        head = f.read(8)
-        n = struct.unpack("<Q", head)[0] if len(head) == 8 else -1
-        if n < 2 or n > min(_MAX_ST_HEADER, size - 8):
-            raise IntegrityError(f"{Path(path).name}: not a safetensors file (bad header length)")
-        try:
-            header = json.loads(f.read(n))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            raise IntegrityError(f"{Path(path).name}: not a safetensors file (header is not JSON)") from None
-    if not isinstance(header, dict):
-        raise IntegrityError(f"{Path(path).name}: not a safetensors file (header is not an object)")
-    data = size - 8 - n
-    for name, t in header.items():
-        if name != "__metadata__" and not _tensor_fits(t, data):
-            raise IntegrityError(f"{Path(path).name}: not a safetensors file (tensor {name!r} is malformed)")
-    return header
-
-
-def _tensor_fits(t, data_bytes: int) -> bool:
+def safetensors_header(path: str | os.PathLike, name: str | None = None) -> dict:
+    """The parsed header of a safetensors file, checked exactly as the safetensors library checks it."""
     try:
-        start, end = t["data_offsets"]
-        count = 1
-        for d in t["shape"]:
-            count *= int(d)
-        width = _DTYPE_BYTES[t["dtype"]]
-    except (KeyError, TypeError, ValueError):
-        return False
-    return 0 <= start <= end <= data_bytes and end - start == count * width
+        return files.safetensors_header(path, name=name)
+    except files.FileFormatError as e:
+        raise IntegrityError(str(e)) from None
 
 
 def count_parameters(path: str | os.PathLike) -> int:
@@ -166,16 +142,16 @@ def check_content(path: str | os.PathLike, name: str) -> None:
     """Refuse a file whose content is not what its name says (safetensors, JSON or text)."""
     lower = name.lower()
     if lower.endswith(".safetensors"):
-        safetensors_header(path)
+        safetensors_header(path, name)
         return
     try:
         text = Path(path).read_bytes().decode("utf-8")
     except UnicodeDecodeError:
         raise IntegrityError(f"{name}: not UTF-8 text") from None
     if lower.endswith(".json"):
-        try:
-            json.loads(text)
-        except json.JSONDecodeError as e:
-            raise IntegrityError(f"{name}: not valid JSON ({e.msg} at line {e.lineno})") from None
+        try:  # strict: no NaN/Infinity (not JSON; other readers refuse them), depth capped
+            files.parse_json(text, name, allow_nan=False)
+        except files.FileFormatError as e:
+            raise IntegrityError(str(e)) from None
     elif "\x00" in text:
         raise IntegrityError(f"{name}: not plain text (contains NUL bytes)")

@@ -61,6 +61,25 @@ class LimitJsonBodies:
         await self.app(scope, replay, send)
 
 
+class AuthenticateWrites:
+    """ASGI middleware: a write (any method but GET/HEAD) without a valid token gets 401 before
+    its body is read or validated, so an unauthenticated client learns nothing from a 422."""
+
+    def __init__(self, app, check):
+        self.app, self.check = app, check
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["method"] not in ("GET", "HEAD"):
+            auth = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
+            try:
+                self.check(auth)
+            except Unauthorized as exc:
+                response = JSONResponse({"error": "Unauthorized", "detail": str(exc)}, exc.status,
+                                        headers={"WWW-Authenticate": "Bearer"})
+                return await response(scope, receive, send)
+        await self.app(scope, receive, send)
+
+
 class CommitBody(BaseModel):
     upload: str
     files: list[dict]
@@ -93,13 +112,19 @@ def create_app(root: str | Path, tokens: list[str] | None = None,
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
         return JSONResponse({"error": type(exc).__name__, "detail": str(exc)}, exc.status, headers=headers)
 
-    def writer(authorization: str | None = Header(default=None)) -> None:
+    def writer(authorization: str | None = Header(default=None)) -> None:  # also a dependency of each write route
         if not tokens:
             raise Unauthorized("this hub is read-only (the server was started without --token-file)")
         scheme, _, given = (authorization or "").partition(" ")
         ok = scheme.lower() == "bearer" and any(hmac.compare_digest(given.encode(), t.encode()) for t in tokens)
         if not ok:
             raise Unauthorized("missing or invalid token: writes need `Authorization: Bearer <token>`")
+
+    app.add_middleware(AuthenticateWrites, check=writer)  # outermost: runs before the body limit
+
+    @app.exception_handler(RecursionError)
+    async def too_deep(request: Request, exc: RecursionError) -> JSONResponse:
+        return JSONResponse({"error": "HubError", "detail": "request JSON nested too deeply"}, 400)
 
     _read_routes(app, store, max_file_bytes, writable=bool(tokens))
     _write_routes(app, store, Depends(writer))
