@@ -256,7 +256,7 @@ def read_safetensors(path: Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileFormatError(f"{path}: missing")
-    safetensors_header(path)
+    safetensors_header(path, name=str(path))
     try:
         return load_file(str(path))
     except Exception as e:  # safetensors raises its own error types for corrupt files
