@@ -38,20 +38,40 @@ def load_config(name: str | None):
     return _from_pretrained(AutoConfig, path)
 
 
-def load_model(name: str | None, num_labels: int = 2, problem_type: str | None = None, **kwargs):
-    """A sequence-classification model on the backbone `name` (head freshly initialised)."""
-    from transformers import AutoModelForSequenceClassification
+# Which transformers Auto class builds a model with each kind of task head.
+HEADS = {
+    "sequence": "AutoModelForSequenceClassification",
+    "token": "AutoModelForTokenClassification",
+    "qa": "AutoModelForQuestionAnswering",
+    "causal-lm": "AutoModelForCausalLM",
+}
 
+
+def load_model(name: str | None, num_labels: int = 2, problem_type: str | None = None, head: str = "sequence",
+               labels=None, **kwargs):
+    """A model with a task head on the backbone `name` (head freshly initialised).
+
+    head: "sequence" (classification/regression), "token" (tagging), "qa" (span start/end)
+    or "causal-lm" (the backbone's own language-model head); labels: names in id order,
+    kept in the config's id2label."""
+    import transformers
+
+    if head not in HEADS:
+        raise AdapterkitError(f"unknown head {head!r}; one of {', '.join(HEADS)}")
+    auto = getattr(transformers, HEADS[head])
     config = load_config(name)
-    config.num_labels = num_labels
+    if head != "causal-lm":
+        config.num_labels = num_labels
+    if labels:
+        config.id2label = dict(enumerate(labels))
+        config.label2id = {label: i for i, label in enumerate(labels)}
     if problem_type:
         config.problem_type = problem_type
     path = resolve_model(name)
     if Path(path).suffix == ".json":
-        return AutoModelForSequenceClassification.from_config(config, **kwargs)
+        return auto.from_config(config, **kwargs)
     # a checkpoint's own head of another size is replaced by a fresh one for this task
-    return _from_pretrained(AutoModelForSequenceClassification, Path(path), config=config,
-                            ignore_mismatched_sizes=True, **kwargs)
+    return _from_pretrained(auto, Path(path), config=config, ignore_mismatched_sizes=True, **kwargs)
 
 
 def set_attention(model, attention: str | None, rsa: dict | None = None):

@@ -11,20 +11,12 @@ from adapterkit.errors import AdapterkitError
 
 
 def make_batches(rows, batch_size: int, pad_id: int, regression: bool, seed: int | None = None):
-    """Padded batches of encoded rows; with a seed, shuffled in length-grouped order, else sorted
-    by length (evaluation: least padding)."""
-    from adapterkit.data import PadCollator, length_grouped_order
+    """Padded batches of encoded rows (`data.batches` with PadCollator), each with its `_index`."""
+    from adapterkit.data import PadCollator
+    from adapterkit.data.encode import batches
 
-    lengths = [len(ids) for ids in rows["input_ids"]]
-    if seed is None:
-        order = sorted(range(len(lengths)), key=lengths.__getitem__)
-    else:
-        order = length_grouped_order(lengths, batch_size, seed=seed)
-    collate = PadCollator(pad_id, regression=regression)
-    columns = {k: rows[k] for k in rows.column_names}
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        yield collate([{k: v[i] for k, v in columns.items()} for i in idx]) | {"_index": idx}
+    for idx, batch in batches(rows, batch_size, PadCollator(pad_id, regression=regression), seed):
+        yield batch | {"_index": idx}
 
 
 @torch.inference_mode()

@@ -58,8 +58,10 @@ _ARCH_KEYS = (
 )
 
 
-def save_adapter(model: nn.Module, name: str, path: str | os.PathLike, include_head: bool = True) -> Path:
-    """Write adapter `name` (and the task head) to folder `path`."""
+def save_adapter(model: nn.Module, name: str, path: str | os.PathLike, include_head: bool = True,
+                 task: dict | None = None) -> Path:
+    """Write adapter `name` (and the task head) to folder `path`; `task` is the head's metadata
+    (adapterkit.tasks.TaskSpec.to_dict(): type, label names, sizes), stored under "task"."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     config, plan = adapter_config(model, name), adapter_plan(model, name)
@@ -88,6 +90,8 @@ def save_adapter(model: nn.Module, name: str, path: str | os.PathLike, include_h
         "groups": {gid: [s.path for s in sites] for gid, sites in plan.groups.items()},
         "head": sorted(head),
     }
+    if task is not None:
+        manifest["task"] = task
     write_json(path / CONFIG_FILE, manifest)
     return path
 

@@ -104,3 +104,18 @@ def length_grouped_order(lengths: Sequence[int], batch_size: int, seed: int = 0,
         batches += [part[j:j + batch_size] for j in range(0, len(part), batch_size)]
     rng.shuffle(batches)
     return [i for b in batches for i in b]
+
+
+def batches(rows, batch_size: int, collate, seed: int | None = None):
+    """(row indices, padded batch) over encoded `rows`: with a seed, shuffled in length-grouped
+    order (training), else sorted by length (evaluation: least padding). The one batcher every
+    task type and the training loop use; `collate` pads a list of rows into tensors."""
+    lengths = [len(ids) for ids in rows["input_ids"]]
+    if seed is None:
+        order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    else:
+        order = length_grouped_order(lengths, batch_size, seed=seed)
+    columns = {k: rows[k] for k in rows.column_names}
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        yield idx, collate([{k: v[i] for k, v in columns.items()} for i in idx])

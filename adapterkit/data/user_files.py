@@ -153,3 +153,83 @@ def read_domain_file(path: str | Path, label_names: Sequence[str] | None = None,
     if not out["text"]:
         raise AdapterkitError(f"{path}: no rows")
     return datasets.Dataset.from_dict(out)
+
+
+# Suffix -> (datasets local loader, its options). TSV is never quoted (like GLUE's files).
+TABLE_LOADERS = {
+    ".csv": ("csv", {"sep": ",", "quoting": 0}),
+    ".tsv": ("csv", {"sep": "\t", "quoting": 3}),
+    ".tab": ("csv", {"sep": "\t", "quoting": 3}),
+    ".jsonl": ("json", {}),
+    ".json": ("json", {}),
+    ".parquet": ("parquet", {}),
+}
+
+
+def read_table(path: str | Path):
+    """A CSV, TSV, JSON Lines or Parquet file as a `datasets.Dataset`, through the `datasets`
+    local loaders (nothing is downloaded). CSV/TSV cells are read as strings (empty cells stay
+    ""). A file the loader cannot parse gives one line naming the file and, where the parser
+    or a line-by-line check can tell, the line."""
+    path = Path(path)
+    if not path.is_file():
+        raise AdapterkitError(f"data file {path} does not exist")
+    suffix = path.suffix.lower()
+    if suffix not in TABLE_LOADERS:
+        raise AdapterkitError(f"{path}: unknown file type {suffix!r}; use .csv, .tsv, .jsonl, .json or .parquet")
+    loader, options = TABLE_LOADERS[suffix]
+    import datasets
+
+    if loader == "csv":
+        options = options | {"keep_default_na": False, "encoding": "utf-8-sig",
+                             "features": _string_features(path, options["sep"], options["quoting"])}
+    level = datasets.logging.get_verbosity()
+    datasets.logging.set_verbosity_error()
+    datasets.logging.disable_progress_bar()
+    try:
+        logger = datasets.logging.get_logger("datasets")
+        logger.setLevel(60)  # the loaders log the parser error before raising it; we say it once
+        data = datasets.load_dataset(loader, data_files=str(path), split="train", **options)
+    except Exception as e:  # the loaders wrap parser errors in DatasetGenerationError
+        raise AdapterkitError(_load_error(path, suffix, e)) from None
+    finally:
+        datasets.logging.set_verbosity(level)
+    if len(data) == 0:
+        raise AdapterkitError(f"{path}: no rows")
+    return data
+
+
+def _string_features(path: Path, sep: str, quoting: int):
+    """Every column of a CSV/TSV file as a string (labels and texts are parsed by the task)."""
+    import csv
+
+    import datasets
+
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        header = next(csv.reader(f, delimiter=sep, quoting=quoting), None)
+    if not header:
+        raise AdapterkitError(f"{path}: file is empty (expected a header line)")
+    if len(set(header)) != len(header):
+        raise AdapterkitError(f"{path}:1: repeated column names in the header {header}")
+    return datasets.Features({name: datasets.Value("string") for name in header})
+
+
+def _load_error(path: Path, suffix: str, error: Exception) -> str:
+    """One line for a file a `datasets` loader refused, with the line number when known."""
+    import re
+
+    if suffix in JSONL_SUFFIXES:
+        try:
+            for _ in _iter_jsonl(path):
+                pass
+        except AdapterkitError as e:
+            return str(e)
+    cause = error
+    while cause.__cause__ is not None or cause.__context__ is not None:
+        cause = cause.__cause__ or cause.__context__
+    message = str(cause).strip().splitlines()[-1] if str(cause).strip() else type(cause).__name__
+    found = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", message)
+    if found:
+        want, line, got = found.groups()
+        return f"{path}:{line}: expected {want} columns, found {got}"
+    return f"{path}: cannot read the file ({message})"

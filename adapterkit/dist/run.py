@@ -92,15 +92,16 @@ class DistRun:
         """Full adapter and head tensors by model-level names (valid on rank 0). Collective."""
         return self.gather_fn()
 
-    def save_adapter(self, name: str, path: str | Path) -> Path | None:
-        """ak.save_adapter from a distributed run: gather, rank 0 writes. Collective."""
+    def save_adapter(self, name: str, path: str | Path, task: dict | None = None) -> Path | None:
+        """ak.save_adapter from a distributed run (with the task head's metadata): gather,
+        rank 0 writes. Collective."""
         from adapterkit.io import save_adapter
 
         state = self.trainable_state()
         written = None
         if dist.get_rank() == 0:
             with swapped_parameters(self.model, state):
-                written = save_adapter(self.model, name, path)
+                written = save_adapter(self.model, name, path, task=task)
         dist.barrier()
         return written
 
