@@ -58,6 +58,7 @@ class AdapterBank(nn.Module):
         self._chains: dict[str, list[nn.Module]] = {}  # site path -> active modules, in order
         self._dropout: dict[tuple[int, str], float] = {}  # backbone dropout rates switched off
         self._unsaved: set[str] = set()  # keys this bank added to the model's _keys_to_ignore_on_save
+        self.router = None  # a routing.RowRouter during a per-row routed forward
 
     # --- adapters -------------------------------------------------------------------------------
     def require(self, name: str) -> None:
@@ -101,6 +102,8 @@ class AdapterBank(nn.Module):
     # --- forward --------------------------------------------------------------------------------
     def adapt_site(self, path: str, output):
         """The site's output passed through the active adapters for that site (stack or parallel)."""
+        if self.router is not None:  # per-row adapters (adapterkit.routing)
+            return self.router.apply(path, output)
         chain = self._chains.get(path)
         if not chain:
             return output
