@@ -168,8 +168,9 @@ def _build_model(task, cfg: TrainConfig):
 
 
 def _check_output(out: Path, resume: bool) -> None:
-    """Refuse an output that is a file or holds a finished run (nothing is created here)."""
-    if out.exists() and not out.is_dir():
-        raise AdapterkitError(f"output {out} exists and is not a folder")
+    """Refuse an output that is a file, under a file, unwritable, or holds a finished run (nothing is created here)."""
+    from adapterkit.files import check_output
+
+    check_output(out, overwrite=True, folder=True)
     if not resume and ((out / "metrics.json").exists() or (out / "checkpoint").exists()):
         raise AdapterkitError(f"output {out} already holds a run; choose another --output, or pass --resume to continue it")

@@ -53,19 +53,56 @@ def _register_all() -> None:
         module.register(app)
 
 
-def main() -> None:
-    from adapterkit.errors import AdapterkitError
-
+def main(argv: list[str] | None = None) -> None:
+    """Run the command line; every expected failure is one line on stderr and exit status 1
+    (set ADAPTERKIT_DEBUG=1 to see the traceback instead)."""
     # Library chatter (load reports, per-map progress bars) drowns the command's own output.
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 
     _register_all()
     try:
-        app()
-    except AdapterkitError as e:
-        typer.secho(f"error: {e}", fg="red", err=True)
+        app(args=argv, prog_name="adapterkit")
+    except KeyboardInterrupt:
+        typer.secho("interrupted", fg="red", err=True)
+        sys.exit(130)
+    except Exception as e:
+        message = user_error(e)
+        if message is None or os.environ.get("ADAPTERKIT_DEBUG"):
+            raise
+        typer.secho(f"error: {message}", fg="red", err=True)
         sys.exit(1)
-    except FileNotFoundError as e:
-        typer.secho(f"error: file not found: {e.filename or e}", fg="red", err=True)
-        sys.exit(1)
+
+
+def user_error(e: BaseException) -> str | None:
+    """The one-line message for an error a user or a file can cause; None for a bug."""
+    import errno
+    import json
+    import re
+
+    from adapterkit.errors import AdapterkitError
+
+    if isinstance(e, AdapterkitError):
+        return _one_line(str(e))
+    if isinstance(e, OSError) and not isinstance(e, (ConnectionError, TimeoutError)):
+        where = e.filename or ""
+        what = {errno.ENOENT: "no such file or folder", errno.EACCES: "permission denied",
+                errno.EPERM: "operation not permitted", errno.EISDIR: "is a folder, expected a file",
+                errno.ENOTDIR: "a path component is a file, not a folder", errno.ENOSPC: "no space left on the device",
+                errno.EROFS: "read-only file system", errno.ENOTEMPTY: "folder not empty"}.get(e.errno)
+        return _one_line(f"{where}: {what or e.strerror or e}" if where else f"{what or e.strerror or e}")
+    if isinstance(e, UnicodeDecodeError):
+        return f"a file is not UTF-8 text ({e.reason} at byte {e.start})"
+    if isinstance(e, RecursionError):
+        return "an input is nested too deeply"
+    if isinstance(e, json.JSONDecodeError):
+        return f"malformed JSON ({e.msg} at line {e.lineno})"
+    if isinstance(e, re.error):
+        return f"bad regular expression {e.pattern!r}: {e.msg}"
+    if type(e).__name__ == "SafetensorError":
+        return _one_line(f"unreadable safetensors file ({e})")
+    return None
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())

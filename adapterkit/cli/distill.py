@@ -42,13 +42,17 @@ def distill(
     max_seq_len: Annotated[Optional[int], typer.Option("--max-seq-len", help="Longest input in tokens (default: the teacher run's, 128 for metakd).")] = None,
     data_dir: Annotated[Optional[str], typer.Option("--data-dir", help="GLUE folder (or Amazon folder for metakd).")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    overwrite: opt.OverwriteOpt = False,
 ) -> None:
     """Distil a teacher into a student with the teacher's bottom --student-layers layers."""
     from adapterkit.errors import AdapterkitError
     from adapterkit.transfer.kd import KDConfig, TrainConfig
 
+    from adapterkit.files import check_output
+
     if method not in METHODS:
         raise AdapterkitError(f"--method must be one of {', '.join(METHODS)}; got {method!r}")
+    check_output(output, overwrite, inputs=[teacher] if teacher else [], folder=True)
     cfg = KDConfig(method=method, temperature=temperature or (1.0 if method in ("tinybert", "metakd") else 2.0),
                    alpha=alpha, beta=beta, layer_map=_layer_map(layer_map), epochs=epochs, lr=lr,
                    batch_size=batch_size, seed=seed)

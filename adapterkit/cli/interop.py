@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from adapterkit.errors import AdapterkitError
+from adapterkit.files import check_output
 
 FORMATS = ("adapterhub",)
 
@@ -26,11 +27,13 @@ def export(
         "both", "--weights",
         help="adapterhub: both (default), safetensors (load with use_safetensors=True) or bin (pytorch_adapter.bin).",
     ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Write into an existing non-empty DEST (refused by default)."),
 ) -> None:
     """Write an adapterkit adapter in another library's format (shared modules copied per site)."""
     from adapterkit.interop import convert_to_adapterhub
 
     _check_format(to, "--to")
+    check_output(dest, overwrite, inputs=[src], folder=True, flag="DEST")
     typer.echo(convert_to_adapterhub(src, dest, name=name, weights=weights))
 
 
@@ -46,11 +49,13 @@ def import_(
     allow_bin: bool = typer.Option(
         False, "--allow-bin", help="Read pytorch_adapter.bin (torch.load, weights_only) when there is no safetensors file."
     ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Write into an existing non-empty DEST (refused by default)."),
 ) -> None:
     """Read another library's adapter into an adapterkit folder (each site its own module)."""
     from adapterkit.interop import convert_from_adapterhub
 
     _check_format(from_, "--from")
+    check_output(dest, overwrite, inputs=[src], folder=True, flag="DEST")
     typer.echo(convert_from_adapterhub(src, dest, model=model, name=name, with_head=head, allow_bin=allow_bin))
 
 

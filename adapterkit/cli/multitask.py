@@ -52,18 +52,20 @@ def build(
     model: opt.ModelOpt = None, budget: Budget = "mixed", c: C = 1.0, n_min: NMin = 2, n_max: NMax = 5,
     epochs: Epochs = 3, kd_epochs: KdEpochs = 3, lr: Lr = 5e-5, kd_lr: KdLr = 1e-4, batch_size: BatchSize = 32,
     max_seq_len: SeqLen = 128, train_limit: TrainLimit = None, data_dir: DataDir = None, seed: Seed = 0,
-    adapter_bottleneck: Bottleneck = 64, branch_layer: BranchLayer = None,
+    adapter_bottleneck: Bottleneck = 64, branch_layer: BranchLayer = None, overwrite: opt.OverwriteOpt = False,
 ) -> None:
     """Partial fine-tuning search, distillation and merging for every task; saves the merged model."""
+    from adapterkit.atomic import write_json
+    from adapterkit.files import check_output
     from adapterkit.transfer.multitask_io import save_multitask
     from adapterkit.transfer.multitask_train import build_multitask
 
     cfg = _config([t for t in tasks.split(",") if t], model, budget, c, n_min, n_max, epochs, kd_epochs, lr, kd_lr,
                   batch_size, max_seq_len, train_limit, data_dir, seed, adapter_bottleneck, branch_layer)
+    check_output(output, overwrite, folder=True)
     merged, results, tokenizer = build_multitask(cfg, log=typer.echo)
     save_multitask(merged, output, tokenizer)
-    (output / "search.json").write_text(json.dumps({"config": cfg.to_dict(), "tasks": [r.summary() for r in results]},
-                                                   indent=2, default=str))
+    write_json(output / "search.json", {"config": cfg.to_dict(), "tasks": [r.summary() for r in results]}, default=str)
     _print_overhead(merged)
     typer.echo(f"wrote {output}")
 
@@ -113,17 +115,21 @@ def predict(
     tasks: Annotated[Optional[str], typer.Option("--tasks", help="Tasks for rows without a 'task' field (default: all).")] = None,
     max_seq_len: SeqLen = 128,
     batch_size: BatchSize = 64,
+    overwrite: opt.OverwriteOpt = False,
 ) -> None:
     """Run the trunk once per batch and each row's tasks' branches; write one JSON line per row."""
     from adapterkit import backbone
+    from adapterkit.atomic import write_text
+    from adapterkit.files import check_output
     from adapterkit.transfer.multitask_io import load_multitask, predict_file
 
+    check_output(output, overwrite, inputs=[input])
     merged = load_multitask(model_dir)
     tokenizer = backbone.load_tokenizer(str(model_dir / "tokenizer") if (model_dir / "tokenizer").is_dir() else merged.base_model_name)
     default = [t for t in tasks.split(",") if t] if tasks else merged.tasks
     records = predict_file(merged, tokenizer, input, default, max_seq_len, batch_size)
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text("".join(json.dumps(r) + "\n" for r in records))
+    write_text(output, "".join(json.dumps(r) + "\n" for r in records))
     typer.echo(f"wrote {len(records)} rows to {output}")
 
 

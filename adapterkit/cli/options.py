@@ -27,6 +27,9 @@ LayersOpt = Annotated[
     str, typer.Option("--layers", help="Adapted layers: 'all', a list '0,1,5', or 'topN' for the top N layers.")
 ]
 LeaveOutOpt = Annotated[str, typer.Option("--leave-out", help="Layers to leave without adapters, e.g. '0,1'.")]
+OverwriteOpt = Annotated[
+    bool, typer.Option("--overwrite", help="Replace an existing output file or non-empty folder (refused by default).")
+]
 LayerNormOpt = Annotated[
     bool, typer.Option("--train-layer-norms", help="Also train the layer norms of adapted layers (changes the backbone's norms).")
 ]

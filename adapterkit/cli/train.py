@@ -107,14 +107,18 @@ def predict(
     task: Annotated[Optional[str], typer.Option("--task", help="Default: the task the run trained on.")] = None,
     max_seq_len: Annotated[Optional[int], typer.Option("--max-seq-len", help="Default: the run's.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Batch size.")] = 128,
+    overwrite: opt.OverwriteOpt = False,
 ) -> None:
     """Predict labels (or scores) for a file of inputs with a saved adapter."""
     from adapterkit.data import encode, read_predict_file
     from adapterkit.errors import AdapterkitError
     from adapterkit.evaluation import load_run, predict_logits
 
+    from adapterkit.files import check_output
+
     if output.suffix not in (".jsonl", ".tsv"):
         raise AdapterkitError(f"--output {output}: use a .jsonl or .tsv file name")
+    check_output(output, overwrite, inputs=[input])
     model, tokenizer, task_, run = load_run(adapter, task)
     data = read_predict_file(input, task_)
     rows = encode(data.select_columns([c for c in ("text_a", "text_b") if c in data.column_names]), tokenizer, None,
@@ -152,16 +156,15 @@ def _rsa(name: str | None, density: float, block_size: int, seed: int) -> dict |
 
 
 def _write_predictions(path: Path, records: list[dict]) -> None:
+    from adapterkit.atomic import write_text
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        if path.suffix == ".jsonl":
-            f.writelines(json.dumps(r) + "\n" for r in records)
-        else:
-            keys = list(records[0]) if records else []
-            f.write("\t".join(keys) + "\n")
-            f.writelines("\t".join(str(r[k]) for k in keys) + "\n" for r in records)
-    tmp.replace(path)
+    if path.suffix == ".jsonl":
+        text = "".join(json.dumps(r) + "\n" for r in records)
+    else:
+        keys = list(records[0]) if records else []
+        text = "\t".join(keys) + "\n" + "".join("\t".join(str(r[k]) for k in keys) + "\n" for r in records)
+    write_text(path, text)
 
 
 def _print_summary(metrics: dict, output: str) -> None:
