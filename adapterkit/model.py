@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import weakref
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import torch
 from torch import nn
@@ -24,7 +24,21 @@ from adapterkit.sharing import SharingPlan, make_plan
 from adapterkit.sites import Site, find_sites
 
 BANK = "adapterkit"
-COMPOSITIONS = ("stack", "parallel")
+COMPOSITIONS = ("stack", "parallel")  # built in; adapterkit.compose registers average, split, fusion
+# composition name -> builder(model, bank, names, **options) -> composer(path, h, chain) -> h
+_COMPOSERS: dict[str, Callable] = {}
+
+
+def register_composition(name: str) -> Callable[[Callable], Callable]:
+    """Register a composition builder; `set_active(model, names, composition=name, **options)`
+    calls it and the bank then passes every active site through the composer it returns."""
+    def decorate(builder: Callable) -> Callable:
+        if name in COMPOSITIONS or name in _COMPOSERS:
+            raise ValueError(f"composition {name!r} is already registered")
+        _COMPOSERS[name] = builder
+        return builder
+
+    return decorate
 
 # site module -> the banks hooked on it (lets `detached_hooks` find the hooks inside a subtree)
 _HOOKED: "weakref.WeakKeyDictionary[nn.Module, weakref.WeakSet]" = weakref.WeakKeyDictionary()
@@ -59,6 +73,11 @@ class AdapterBank(nn.Module):
         self._dropout: dict[tuple[int, str], float] = {}  # backbone dropout rates switched off
         self._unsaved: set[str] = set()  # keys this bank added to the model's _keys_to_ignore_on_save
         self.router = None  # a routing.RowRouter during a per-row routed forward
+        self.composer: Callable | None = None  # a registered composition's composer (None: stack/parallel)
+        self.fusions = nn.ModuleDict()  # fusion name -> group id -> fusion layer (adapterkit.compose.fusion)
+        self.fusion_specs: dict[str, object] = {}
+        self.drop_layers = 0  # AdapterDrop: sites in layers below this pass unchanged (adapterkit.compose.drop)
+        self.site_layers: dict[str, int] = {}  # site path -> layer index within its stack
 
     # --- adapters -------------------------------------------------------------------------------
     def require(self, name: str) -> None:
@@ -84,12 +103,21 @@ class AdapterBank(nn.Module):
             handle.remove()
             _HOOKED.get(module, set()).discard(self)
 
-    def activate(self, names: list[str], composition: str = "stack") -> None:
-        if composition not in COMPOSITIONS:
-            raise AdapterkitError(f"composition must be one of {COMPOSITIONS}, got {composition!r}")
+    def activate(self, names: list[str], composition: str = "stack", composer: Callable | None = None) -> None:
+        """A registered composition comes with its `composer` (see set_active); re-activating
+        without one (an adapter added or removed) falls back to "stack"."""
+        if composition not in COMPOSITIONS and composer is None:
+            if composition in _COMPOSERS:
+                composition = "stack"
+            else:
+                known = ", ".join([*COMPOSITIONS, *_COMPOSERS])
+                raise AdapterkitError(f"composition must be one of {known}; got {composition!r}")
         for name in names:
             self.require(name)
-        self.active, self.composition = list(names), composition
+        close = getattr(self.composer, "close", None)
+        if close is not None:
+            close()
+        self.active, self.composition, self.composer = list(names), composition, composer
         self.rebuild_chains()
 
     def rebuild_chains(self) -> None:
@@ -105,10 +133,12 @@ class AdapterBank(nn.Module):
         if self.router is not None:  # per-row adapters (adapterkit.routing)
             return self.router.apply(path, output)
         chain = self._chains.get(path)
-        if not chain:
+        if not chain or self.site_layers[path] < self.drop_layers:
             return output
         h = output[0] if isinstance(output, tuple) else output
-        if self.composition == "stack":
+        if self.composer is not None:
+            h = self.composer(path, h, chain)
+        elif self.composition == "stack":
             for adapter in chain:
                 h = adapter(h)
         else:  # parallel: h + sum_i (a_i(h) - h)
@@ -119,6 +149,7 @@ class AdapterBank(nn.Module):
         """One forward hook per site path (idempotent)."""
         modules = dict(model.named_modules())
         for site in sites:
+            self.site_layers[site.path] = site.layer
             if site.path not in self._hooks:
                 self._hook(site.path, modules[site.path])
 
@@ -218,11 +249,24 @@ def remove_adapter(model: nn.Module, name: str) -> None:
         delattr(model, BANK)
 
 
-def set_active(model: nn.Module, names: str | Iterable[str], composition: str = "stack") -> None:
+def set_active(model: nn.Module, names: str | Iterable[str], composition: str = "stack", **options) -> None:
     """Activate adapters in order: with "stack" one adapter's output feeds the next; with
-    "parallel" their residual updates are summed. An empty list runs the bare backbone."""
+    "parallel" their residual updates are summed; "average" (weights=...), "split" (splits=...
+    or segments=True) and "fusion" (fusion=NAME) are in adapterkit.compose. An empty list runs
+    the bare backbone. Adding or removing an adapter later resets those three to "stack"."""
     names = [names] if isinstance(names, str) else list(names)
-    get_bank(model).activate(names, composition)
+    bank = get_bank(model)
+    composer = None
+    if composition not in COMPOSITIONS:
+        import adapterkit.compose  # noqa: F401  (registers its compositions)
+
+        if composition in _COMPOSERS:
+            for name in names:
+                bank.require(name)
+            composer = _COMPOSERS[composition](model, bank, names, **options)
+    elif options:
+        raise AdapterkitError(f"composition {composition!r} takes no options, got {sorted(options)}")
+    bank.activate(names, composition, composer)
 
 
 def active_adapters(model: nn.Module) -> list[str]:
@@ -295,14 +339,16 @@ def train_adapter(
     """
     names = [names] if isinstance(names, str) else list(names)
     set_active(model, names)
+    params = [p for name in names for p in adapter_parameters(model, name).values()]
+    train_only(model, params + (list(head_parameters(model).values()) if train_head else []), backbone_dropout)
+
+
+def train_only(model: nn.Module, params: Iterable[nn.Parameter], backbone_dropout: bool = False) -> None:
+    """Freeze every parameter of `model` except `params`; backbone dropout and slim saves as in train_adapter."""
     for p in model.parameters():
         p.requires_grad_(False)
-    for name in names:
-        for p in adapter_parameters(model, name).values():
-            p.requires_grad_(True)
-    if train_head:
-        for p in head_parameters(model).values():
-            p.requires_grad_(True)
+    for p in params:
+        p.requires_grad_(True)
     set_backbone_dropout(model, backbone_dropout)
     get_bank(model).slim_saves(model, True)
 
