@@ -23,7 +23,7 @@ from adapterkit.atomic import atomic_write, write_json
 from adapterkit.compose.fusion import FusionConfig, add_fusion, get_bank
 from adapterkit.errors import AdapterkitError, IncompatibleAdapterError
 from adapterkit.files import read_manifest_json, read_safetensors
-from adapterkit.io import HEAD_FILE, load_adapter, save_adapter
+from adapterkit.io import HEAD_FILE, _backbone_writes, load_adapter, save_adapter
 from adapterkit.model import head_parameters
 
 FUSION_FILE = "adapterkit_fusion.json"
@@ -96,7 +96,7 @@ def load_fusion(model: nn.Module, path: str | os.PathLike, name: str | None = No
         if {gid: [s.path for s in sites] for gid, sites in plan.groups.items()} != saved:
             raise IncompatibleAdapterError(f"{path}: the fusion's groups do not match this model's sites")
         _fill(get_bank(model).fusions[name], read_safetensors(path / FUSION_WEIGHTS), path)
-        _load_head(model, path / HEAD_FILE)
+        _load_head(model, path / HEAD_FILE, manifest.get("head") or [])
     except Exception:
         _undo(model, name, added)
         raise
@@ -110,18 +110,15 @@ def _save_head(model: nn.Module, path: Path) -> list[str]:
     return sorted(head)
 
 
-def _load_head(model: nn.Module, head_path: Path) -> None:
-    """The head's tensors into the head's parameters only (any other name or shape is refused)."""
+def _load_head(model: nn.Module, head_path: Path, declared: list[str]) -> None:
+    """The head's tensors into the head's declared parameters only (io's check for adapters)."""
     if not head_path.exists():
         return
-    tensors, allowed = read_safetensors(head_path), head_parameters(model)
-    for key, value in tensors.items():
-        if key not in allowed or allowed[key].shape != value.shape:
-            raise IncompatibleAdapterError(f"{head_path}: {key} {tuple(value.shape)} is not a head parameter of "
-                                           f"{type(model).__name__} (a different number of labels?)")
+    writes = _backbone_writes(model, read_safetensors(head_path), head_parameters(model), head_path,
+                              "head parameter", set(declared))
     with torch.no_grad():
-        for key, value in tensors.items():
-            allowed[key].copy_(value)
+        for param, value in writes:
+            param.copy_(value)
 
 
 def _fill(layers: nn.Module, tensors: dict, path: Path) -> None:
