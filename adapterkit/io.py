@@ -105,8 +105,10 @@ def read_manifest(path: str | os.PathLike) -> dict:
     return read_manifest_json(config_path, FORMAT, FORMAT_VERSION, "an adapterkit adapter config")
 
 
-def load_adapter(model: nn.Module, path: str | os.PathLike, name: str | None = None, activate: bool = True) -> str:
-    """Load a saved adapter (a folder, or "hub:REPO[:TAG|@VERSION]") into `model`; returns its name."""
+def load_adapter(model: nn.Module, path: str | os.PathLike, name: str | None = None, activate: bool = True,
+                 head: bool = True) -> str:
+    """Load a saved adapter (a folder, or "hub:REPO[:TAG|@VERSION]") into `model`; returns its name.
+    With head=False the model's head is left alone (a server keeps one head per adapter itself)."""
     if isinstance(path, str) and path.startswith("hub:"):
         from adapterkit.hub import pull_adapter
 
@@ -120,11 +122,11 @@ def load_adapter(model: nn.Module, path: str | os.PathLike, name: str | None = N
     tensors = read_safetensors(path / WEIGHTS_FILE)
     norms = {k[len(LAYER_NORMS):]: tensors.pop(k) for k in [k for k in tensors if k.startswith(LAYER_NORMS)]}
     head_path = path / HEAD_FILE
-    head = read_safetensors(head_path) if head_path.exists() else {}
+    head_tensors = read_safetensors(head_path) if head and head_path.exists() else {}
     # Adapters come from hubs: outside its own modules an adapter may write only the head's
     # parameters and (when its config trains them) the layer norms of the layers it adapts.
     declared = set(manifest["head"]) if isinstance(manifest.get("head"), list) else None
-    writes = _backbone_writes(model, head, head_parameters(model), head_path, "head parameter", declared)
+    writes = _backbone_writes(model, head_tensors, head_parameters(model), head_path, "head parameter", declared)
     allowed_norms = layer_norm_parameters(model, plan.sites) if config.train_layer_norms else {}
     writes += _backbone_writes(model, norms, allowed_norms, path / WEIGHTS_FILE, "layer-norm parameter")
     add_adapter(model, name, config, activate=activate)
