@@ -33,6 +33,8 @@ _EXPORTS = {
     "adapter_parameters": "adapterkit.model",
     "head_parameters": "adapterkit.model",
     "plan_adapter": "adapterkit.model",
+    "route": "adapterkit.routing",
+    "forward_rows": "adapterkit.routing",
     "save_adapter": "adapterkit.io",
     "load_adapter": "adapterkit.io",
     "read_manifest": "adapterkit.io",

@@ -108,8 +108,9 @@ def predict(
     max_seq_len: Annotated[Optional[int], typer.Option("--max-seq-len", help="Default: the run's.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Batch size.")] = 128,
     overwrite: opt.OverwriteOpt = False,
+    server: Annotated[Optional[str], typer.Option("--server", help="Ask a running `adapterkit serve` at this URL instead; --adapter is then the adapter's name there.")] = None,
 ) -> None:
-    """Predict labels (or scores) for a file of inputs with a saved adapter."""
+    """Predict labels (or scores) for a file of inputs with a saved adapter (or a server's)."""
     from adapterkit.data import encode, read_predict_file
     from adapterkit.errors import AdapterkitError
     from adapterkit.evaluation import load_run, predict_logits
@@ -119,6 +120,15 @@ def predict(
     if output.suffix not in (".jsonl", ".tsv"):
         raise AdapterkitError(f"--output {output}: use a .jsonl or .tsv file name")
     check_output(output, overwrite, inputs=[input])
+    if server:
+        from adapterkit.cli.serve import predict_remote
+
+        data = read_predict_file(input, task)
+        pairs = zip(data["text_a"], data["text_b"] if "text_b" in data.column_names else [None] * len(data))
+        records = predict_remote(server, str(adapter), [{"text": a, "text_pair": b} for a, b in pairs])
+        _write_predictions(output, records)
+        typer.echo(f"wrote {len(records)} predictions to {output}")
+        return
     model, tokenizer, task_, run = load_run(adapter, task)
     data = read_predict_file(input, task_)
     rows = encode(data.select_columns([c for c in ("text_a", "text_b") if c in data.column_names]), tokenizer, None,

@@ -336,6 +336,8 @@ class Engine:
             raise AdapterLoadError(f"adapter {name!r} ({ref}) could not be loaded: {e}") from None
         with self._cv:
             self._residents[name] = _Resident(head, task, size)
+        for victim in self.cache.victims(size, [*pinned, name]):  # the estimate was the files' size
+            self._evict(victim)
         self.cache.add(name, size)
         self.metrics.load_seconds.observe(time.perf_counter() - start)
         self._update_gauges()
