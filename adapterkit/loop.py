@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
-from adapterkit.atomic import write_json
-from adapterkit.checkpoint import load_checkpoint, save_checkpoint
+from adapterkit.atomic import write_json, write_text
+from adapterkit.checkpoint import load_checkpoint, recover_checkpoint, save_checkpoint
 from adapterkit.data.encode import batches
 from adapterkit.progress import progress as progress_bar
 
@@ -115,13 +115,14 @@ def fit(model, task, runner, cfg: LoopSettings, out: Path, progress=None, log=pr
     total = min(cfg.max_steps or math.inf, cfg.epochs * steps_per_epoch)
     scheduler = linear_schedule(optimizer, int(total * cfg.warmup_ratio), total)
     state, start_epoch = _State(), 0
-    if cfg.resume and (out / "checkpoint").exists():
+    if cfg.resume and recover_checkpoint(out / "checkpoint"):
         saved = load_checkpoint(out / "checkpoint", model, optimizer, scheduler, cfg.full_finetune)
         state.history, state.step, start_epoch = saved["history"], saved["step"], saved["epoch"] + 1
         state.best = max(state.history, key=lambda h: task.score(h["dev"]), default=None)
         state.stale = _stale(state.history, task)
         state.seconds = sum(h["train_seconds"] for h in state.history)
         state.examples = sum(h["examples"] for h in state.history)
+        _write_log(out, state.history, cfg, task.metric)  # epochs after the checkpoint are run again
         log(f"resumed from {out / 'checkpoint'} after epoch {saved['epoch'] + 1} (step {state.step})")
     stopped = False
     for epoch in range(start_epoch, cfg.epochs):
@@ -215,18 +216,26 @@ def _evaluate(model, task, runner, cfg, out, epoch, state, losses, seen, t0, log
     else:
         state.stale += 1
     if runner.is_main:
-        where = f"step {state.step}" if cfg.eval_steps else f"epoch {epoch + 1}"
-        line = (f"{where}: loss {record['train_loss']:.4f}  dev {task.metric} {dev[task.metric]:.4f}  "
-                f"{seen / seconds:.1f} ex/s")
-        log(line)
-        with open(out / "train.log", "a") as f:
-            f.write(line + "\n")
+        log(_log_line(record, cfg, task.metric))
+        _write_log(out, state.history, cfg, task.metric)
     patience = cfg.early_stopping_patience
     if patience and state.stale >= patience:
         if runner.is_main:
             log(f"early stopping: dev {task.metric} has not improved for {patience} evaluations")
         return True
     return False
+
+
+def _log_line(record: dict, cfg, metric: str) -> str:
+    where = f"step {record['step']}" if cfg.eval_steps else f"epoch {record['epoch']}"
+    rate = record["examples"] / record["train_seconds"] if record["train_seconds"] else 0.0
+    return f"{where}: loss {record['train_loss']:.4f}  dev {metric} {record['dev'][metric]:.4f}  {rate:.1f} ex/s"
+
+
+def _write_log(out: Path, history: list, cfg, metric: str) -> None:
+    """train.log: one line per evaluation in `history` (rewritten whole, so a resumed run never
+    repeats the lines of evaluations its checkpoint did not keep)."""
+    write_text(out / "train.log", "".join(_log_line(r, cfg, metric) + "\n" for r in history))
 
 
 def _stale(history: list, task) -> int:

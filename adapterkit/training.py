@@ -124,6 +124,10 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> dict:
     torch.manual_seed(cfg.seed)  # every rank initialises adapters and head identically
     model = _build_model(task, cfg)
     runner = DistRunner(model, cfg.strategy, cfg.compression, cfg.bucket_mb) if distributed else LocalRunner(model)
+    if cfg.resume:
+        from adapterkit.checkpoint import check_resume
+
+        check_resume(out / "checkpoint", model, cfg.full_finetune)  # before run_config.json is rewritten
     if runner.is_main:
         out.mkdir(parents=True, exist_ok=True)
         for note in task.notes:
@@ -172,5 +176,6 @@ def _check_output(out: Path, resume: bool) -> None:
     from adapterkit.files import check_output
 
     check_output(out, overwrite=True, folder=True)
-    if not resume and ((out / "metrics.json").exists() or (out / "checkpoint").exists()):
+    held = ("metrics.json", "checkpoint", "checkpoint.old", "checkpoint.tmp")
+    if not resume and any((out / name).exists() for name in held):
         raise AdapterkitError(f"output {out} already holds a run; choose another --output, or pass --resume to continue it")
