@@ -291,3 +291,21 @@ def test_simulated_nodes_from_environment():
     results = run_local(_simulated_nodes, 4, nnodes=1)  # torchrun says: one node of 4
     assert results[0] == dict(world=4, nnodes=2, local_world_size=2, hierarchical=True, cross=(0, 2))
     assert results[3]["cross"] == (1, 3)
+
+
+def test_a_stalled_worker_is_detected_within_the_stall_timeout(tmp_path):
+    script = tmp_path / "worker.py"
+    script.write_text(textwrap.dedent(f"""
+        import os, signal
+        import torch.distributed as dist
+        from adapterkit.dist.launch import init_distributed
+        init_distributed()
+        dist.barrier()
+        if dist.get_rank() == 1:
+            os.kill(os.getpid(), signal.{signal.SIGSTOP.name})
+        dist.barrier()   # the survivor waits here for rank 1
+    """))
+    start = time.monotonic()
+    with pytest.raises(AdapterkitError, match=r"worker rank 1 stopped responding"):
+        maybe_launch(["x"], nproc=2, timeout_s=300, entry=(str(script),), stall_s=3)
+    assert time.monotonic() - start < 60  # the process-group timeout (300 s) is not what ended it

@@ -80,3 +80,8 @@ def test_distill_export_import_refuse_existing_outputs(capsys, run_dir, tmp_path
     assert cli(capsys, "export", run_dir, exported, "--to", "adapterhub")[0] == 0
     refused(capsys, "import", exported, run_dir, "--from", "adapterhub", "--model", run_dir, match="--overwrite")
     assert (busy / "keep.txt").read_text() == "x"
+
+
+@pytest.mark.parametrize("algorithm", ["fs", "mixed", "sequential"])
+def test_transfer_algorithms_that_learn_from_sources_refuse_to_run_without(capsys, algorithm):
+    refused(capsys, "transfer", "run", algorithm, "--quick", "--target", "kitchen", match="give --source")

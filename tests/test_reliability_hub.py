@@ -104,3 +104,30 @@ def test_cards_are_capped_and_files_follow_the_umask(api, server, tmp_path):
     os.umask(umask)
     for path in (server.root / "repos" / "team" / "big").rglob("*.json"):
         assert stat.S_IMODE(path.stat().st_mode) & 0o044 == 0o044 & ~umask, path
+
+
+def test_a_held_repository_lock_times_out_naming_the_lock(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+    import time
+
+    from adapterkit.hub import Busy
+    from adapterkit.hub.store import FolderStore
+
+    store = FolderStore(tmp_path / "hub")
+    push_adapter(make_adapter(tmp_path / "a"), "team/locked", hub=str(store.root))
+    lock = store.root / "locks" / "team" / "locked.lock"
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time\n"
+                               f"f = open({str(lock)!r}, 'a'); fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        monkeypatch.setenv("ADAPTERKIT_HUB_LOCK_TIMEOUT", "0.5")
+        t0 = time.monotonic()
+        with pytest.raises(Busy, match="locked.lock"):
+            store.set_tag("team/locked", "v2", store.tags("team/locked")["latest"])
+        assert 0.4 < time.monotonic() - t0 < 10
+    finally:
+        holder.kill()
+        holder.wait()
+    store.set_tag("team/locked", "v2", store.tags("team/locked")["latest"])  # free again

@@ -16,6 +16,7 @@ from adapterkit.hub.api import (
     tag,
 )
 from adapterkit.hub.errors import (
+    Busy,
     HubError,
     IntegrityError,
     InvalidName,
@@ -29,7 +30,7 @@ from adapterkit.hub.refs import Ref, parse_ref
 from adapterkit.hub.store import FolderStore
 
 __all__ = [
-    "FolderStore", "HttpStore", "HubError", "IntegrityError", "InvalidName", "NotFound", "Ref", "TooLarge",
+    "Busy", "FolderStore", "HttpStore", "HubError", "IntegrityError", "InvalidName", "NotFound", "Ref", "TooLarge",
     "Unauthorized", "UnsupportedFile", "cache_dir", "delete_tag", "list_repos", "open_hub", "parse_ref",
     "pull_adapter", "push_adapter", "repo_info", "show", "tag",
 ]

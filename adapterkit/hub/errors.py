@@ -47,6 +47,13 @@ class IntegrityError(HubError):
     status = 422
 
 
+class Busy(HubError):
+    """A repository stayed locked by another writer longer than the lock timeout."""
+
+    status = 503
+
+
 ERRORS_BY_NAME = {cls.__name__: cls for cls in (HubError, InvalidName, Unauthorized, NotFound, TooLarge,
-                                                UnsupportedFile, IntegrityError)}
-ERRORS_BY_STATUS = {401: Unauthorized, 404: NotFound, 413: TooLarge, 415: UnsupportedFile, 422: IntegrityError}
+                                                UnsupportedFile, IntegrityError, Busy)}
+ERRORS_BY_STATUS = {401: Unauthorized, 404: NotFound, 413: TooLarge, 415: UnsupportedFile, 422: IntegrityError,
+                    503: Busy}

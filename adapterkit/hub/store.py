@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from adapterkit.hub.card import build_card
-from adapterkit.hub.errors import HubError, IntegrityError, InvalidName, NotFound, TooLarge
+from adapterkit.hub.errors import Busy, HubError, IntegrityError, InvalidName, NotFound, TooLarge
 from adapterkit.hub.files import FileEntry, check_content, check_entries, read_chunks, version_id
 from adapterkit.hub.refs import DEFAULT_TAG, Ref, check_part, check_repo, check_sha256, check_version
 
@@ -37,6 +37,9 @@ MARKER = "adapterkit-hub.json"
 LAYOUT = 1
 DEFAULT_MAX_FILE_BYTES = 512 << 20
 STALE_UPLOAD_SECONDS = 24 * 3600
+# How long a writer waits for a repository lock another process holds (its tag moves take
+# milliseconds, so a longer hold means a stopped or hung writer); ADAPTERKIT_HUB_LOCK_TIMEOUT overrides.
+LOCK_TIMEOUT_SECONDS = 30.0
 _UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
 
 
@@ -126,7 +129,7 @@ class FolderStore:
         lock = self.root / "locks" / ns / f"{name}.lock"
         lock.parent.mkdir(parents=True, exist_ok=True)
         with open(lock, "a") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
+            _acquire(f, lock.relative_to(self.root) if self.label else lock, repo)  # a server hides its folder
             try:
                 yield
             finally:
@@ -311,6 +314,35 @@ class FolderStore:
             with contextlib.suppress(OSError):
                 if path.stat().st_mtime < cutoff:
                     shutil.rmtree(path, ignore_errors=True)
+
+
+def lock_timeout() -> float:
+    value = os.environ.get("ADAPTERKIT_HUB_LOCK_TIMEOUT")
+    try:
+        timeout = float(value) if value else LOCK_TIMEOUT_SECONDS
+    except ValueError:
+        raise HubError(f"ADAPTERKIT_HUB_LOCK_TIMEOUT={value!r}: expected seconds") from None
+    if not timeout >= 0 or timeout == float("inf"):
+        raise HubError(f"ADAPTERKIT_HUB_LOCK_TIMEOUT={value!r}: expected a finite number of seconds >= 0")
+    return timeout
+
+
+def _acquire(f, lock: Path, repo: str) -> None:
+    """flock(2) `f`, polling, for at most lock_timeout() seconds; Busy names the lock after that."""
+    import fcntl
+
+    timeout = lock_timeout()
+    deadline, pause = time.monotonic() + timeout, 0.005
+    while True:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise Busy(f"repository {repo} is locked by another process ({lock}, waited {timeout:g} s); "
+                           "if no push or tag change is running, that process is stopped or hung") from None
+            time.sleep(pause)
+            pause = min(pause * 2, 0.1)
 
 
 def _write_json(path: Path, obj) -> None:

@@ -35,7 +35,7 @@ def _sources(run: Run) -> Iterator[dict]:
     return (batch for _, batch in run.source_stream())
 
 
-@register_algorithm("target-only")
+@register_algorithm("target-only", needs_sources=False)
 def target_only(spec: TransferSpec) -> dict:
     """Tgt-Only: an adapter and head trained on the target rows alone."""
     run, steps = _one_adapter(spec)

@@ -81,7 +81,7 @@ def _result(teacher, student, data: DomainData, pad_id: int, extra: dict) -> dic
             "params": {"teacher": count_params(teacher), "student": count_params(student)}, **extra}
 
 
-@register_algorithm("kd")
+@register_algorithm("kd", needs_sources=False)
 def knowledge_distillation(spec: TransferSpec) -> dict:
     """Teacher (target, or teacher=mix: sources+target) distilled into a shallow student (method=vanilla|pkd|tinybert)."""
     torch.manual_seed(spec.seed)

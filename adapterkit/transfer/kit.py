@@ -99,6 +99,8 @@ class Run:
         """(domain, batch) round robin over the source domains, each from its own endless stream."""
         rows = rows or {d: self.data[d].train for d in self.sources}
         streams = {d: self.stream(r, offset=100 * (i + 1)) for i, (d, r) in enumerate(rows.items()) if r}
+        if not streams:  # a loop over zero streams would spin forever
+            raise AdapterkitError("no source rows to train on: give source domains (--source) that hold rows")
         while True:
             for domain, stream in streams.items():
                 yield domain, next(stream)

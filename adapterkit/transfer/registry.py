@@ -22,6 +22,7 @@ from adapterkit.errors import AdapterkitError
 
 Algorithm = Callable[["TransferSpec"], dict]
 ALGORITHMS: dict[str, Algorithm] = {}
+WITHOUT_SOURCES: set[str] = set()  # algorithms that may run on the target alone
 # modules whose import registers the built-in algorithms (one module per family)
 _BUILTIN_MODULES = ("feature", "instance", "baselines", "distill", "meta")
 
@@ -55,11 +56,13 @@ class TransferSpec:
             raise AdapterkitError(f"target_shots must be >= 2, got {self.target_shots}")
 
 
-def register_algorithm(name: str) -> Callable[[Algorithm], Algorithm]:
+def register_algorithm(name: str, needs_sources: bool = True) -> Callable[[Algorithm], Algorithm]:
     def decorate(fn: Algorithm) -> Algorithm:
         if name in ALGORITHMS:
             raise ValueError(f"transfer algorithm {name!r} is already registered")
         ALGORITHMS[name] = fn
+        if not needs_sources:
+            WITHOUT_SOURCES.add(name)
         return fn
 
     return decorate
@@ -78,6 +81,9 @@ def run_algorithm(name: str, spec: TransferSpec) -> dict:
     load_builtin_algorithms()
     if name not in ALGORITHMS:
         raise AdapterkitError(f"unknown transfer algorithm {name!r}; known: {', '.join(sorted(ALGORITHMS))}")
+    if not spec.source and name not in WITHOUT_SOURCES:
+        raise AdapterkitError(f"{name} learns from source domains: give --source (e.g. --source books,dvd); "
+                              f"without sources use {', '.join(sorted(WITHOUT_SOURCES))}")
     t0 = time.perf_counter()
     result = ALGORITHMS[name](spec)
     result = {"algorithm": name, "spec": asdict(spec), **result, "seconds": time.perf_counter() - t0}
