@@ -144,7 +144,11 @@ def main() -> None:
     for rep in range(args.reps):
         for name, fn in cases.items():
             times[name].append(timed(fn))
-        print(f"rep {rep + 1}/{args.reps}", flush=True)
+        print(f"rep {rep + 1}/{args.reps}: " + ", ".join(f"{n} {1000 * t[-1]:.0f} ms" for n, t in times.items()), flush=True)
+    report(args, cases, times, ks)
+
+
+def report(args, cases, times, ks) -> None:
     med = {n: statistics.median(t) for n, t in times.items()}
     rate = {n: args.batch / m for n, m in med.items()}
     print(f"\n| alternative | ms / batch of {args.batch} (median) | sequences/s | vs single |")

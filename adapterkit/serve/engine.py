@@ -130,6 +130,10 @@ class Engine:
             self.metrics.registered.set(len(self._refs))
         self._call("evict", name, None, timeout=timeout)
 
+    def evict(self, name: str) -> None:
+        """Take adapter `name` out of the model (it stays registered and reloads on next use); does not wait."""
+        self._call("evict", name, None, timeout=None, wait=False)
+
     def adapters(self) -> list[dict]:
         with self._cv:
             refs, residents = dict(self._refs), dict(self._residents)
@@ -199,14 +203,14 @@ class Engine:
         return dict(self.tokenizer(text, text_pair, truncation=True, max_length=self.max_length)), True
 
     # --- the model thread -------------------------------------------------------------------------
-    def _call(self, op: str, name: str, ref: str | None, timeout: float | None):
+    def _call(self, op: str, name: str, ref: str | None, timeout: float | None, wait: bool = True):
         future: Future = Future()
         with self._cv:
             if self._closing:
                 raise EngineClosed("the engine is shutting down")
             self._control.append((op, name, ref, future))
             self._cv.notify_all()
-        return future.result(timeout)
+        return future.result(timeout) if wait else None
 
     def _loop(self) -> None:
         import torch
