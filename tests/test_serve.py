@@ -250,3 +250,46 @@ def test_client_and_predict_server_equal_local_predict(server, adapters, tmp_pat
         assert [p["label_id"] for p in client.predict(TEXTS, adapter="cola")] == [r["label_id"] for r in a]
         with pytest.raises(Exception, match="404.*'nope'"):
             client.predict(["x"], adapter="nope")
+
+
+def test_hub_references_and_multitask_bundle_branches(tiny_bert_dir, adapters, tmp_path):
+    import copy
+
+    import adapterkit as ak
+    from adapterkit.backbone import load_model, load_tokenizer
+    from adapterkit.model import get_bank, head_parameters
+    from adapterkit.serve import AdapterLoadError, Engine, EngineConfig
+    from adapterkit.transfer.multitask import MultiTaskModel
+    from adapterkit.transfer.multitask_io import save_multitask
+
+    ak.push_adapter(adapters["cola"], "team/cola:v1", hub=str(tmp_path / "hub"))
+    base = load_model(str(tiny_bert_dir), num_labels=3).eval()
+    tuned = copy.deepcopy(base)
+    ak.add_adapter(tuned, "t", ak.BottleneckConfig(bottleneck_dim=4, layers=[1], init="houlsby"))
+    layered = copy.deepcopy(base)
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for p in [*get_bank(tuned).adapters["t"].parameters(), *head_parameters(tuned).values(),
+                  *layered.bert.encoder.layer[1].parameters()]:
+            p.add_(0.3 * torch.randn(p.shape, generator=g))
+    merged = MultiTaskModel.from_backbone(base)
+    merged.add_model("t", tuned, 1)
+    merged.add_model("own", layered, 1)
+    save_multitask(merged, tmp_path / "bundle")
+
+    eng = Engine(EngineConfig(model=str(tiny_bert_dir), hub=str(tmp_path / "hub"), max_wait_ms=0))
+    try:
+        eng.load("from_hub", "hub:team/cola:v1")
+        eng.load("from_folder", str(adapters["cola"]))
+        eng.load("branch", f"{tmp_path / 'bundle'}#t")
+        a, b, c = eng.predict([{"adapter": n, "text": TEXTS[0]} for n in ("from_hub", "from_folder", "branch")])
+        assert a["scores"] == b["scores"]
+        with torch.no_grad():
+            alone_t = tuned(**load_tokenizer(str(tiny_bert_dir))(TEXTS[0], return_tensors="pt")).logits[0]
+        torch.testing.assert_close(torch.tensor(c["scores"]), alone_t.softmax(-1), atol=1e-5, rtol=0)
+        with pytest.raises(AdapterLoadError, match="'layers' branch"):
+            eng.load("own", f"{tmp_path / 'bundle'}#own")
+        with pytest.raises(AdapterLoadError, match="no task 'zz'"):
+            eng.load("zz", f"{tmp_path / 'bundle'}#zz")
+    finally:
+        eng.close()
