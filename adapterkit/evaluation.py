@@ -45,9 +45,14 @@ def evaluate(model, rows, task, batch_size: int = 128, pad_id: int = 0) -> dict[
     return compute_metrics(task, logits.numpy(), rows["labels"])
 
 
-def load_run(folder: str | Path, task_name: str | None = None):
+def load_run(folder: str | Path, task_name: str | None = None, precision: str | None = None, note=print):
     """(model, tokenizer, task, run_config) from an `adapterkit train` output folder or a bare
-    adapter folder (then the backbone named in its adapterkit_config.json is used)."""
+    adapter folder (then the backbone named in its adapterkit_config.json is used).
+
+    The run's precision (or `precision`, when given) is resolved for this machine (fp32 with a
+    note where it is not native, see adapterkit.precision) and its backbone dtype applied;
+    run_config["precision"] and ["backbone_dtype"] then say what the model runs with: run the
+    forward under `adapterkit.precision.run_autocast(run_config)`."""
     from adapterkit.data import get_task
     from adapterkit.io import load_adapter, read_manifest
 
@@ -72,5 +77,19 @@ def load_run(folder: str | Path, task_name: str | None = None):
     backbone.set_attention(model, run.get("attention"), run.get("rsa"))
     if not full:
         load_adapter(model, folder, name=task.name)
+    _apply_precision(model, run, precision, None if full else task.name, note)
     model.eval()
     return model, tokenizer, task, run
+
+
+def _apply_precision(model, run: dict, precision: str | None, adapter: str | None, note) -> None:
+    from adapterkit.model import adapter_parameters, head_parameters
+    from adapterkit.precision import model_device_type, resolve
+
+    name = precision or run.get("precision", "fp32")
+    backbone_dtype = run.get("backbone_dtype", "fp32") if name == "bf16" else "fp32"
+    resolved = resolve(name, model_device_type(model), backbone_dtype, training=False, note=note)
+    if adapter is not None:
+        trained = [*adapter_parameters(model, adapter).values(), *head_parameters(model).values()]
+        resolved.prepare(model, trained)
+    run.update(resolved.to_dict())

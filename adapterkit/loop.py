@@ -48,19 +48,28 @@ class LocalRunner:
 
     is_main = True
 
-    def __init__(self, model):
+    def __init__(self, model, precision=None):
+        from adapterkit.precision import Precision
+
         self.model = model
+        self.precision = precision or Precision()
+        self.loss_step = self.precision.trainer()
 
     def parameters(self) -> list[torch.nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]
 
     def step(self, batch: dict) -> float:
-        loss = self.model(**batch).loss
-        loss.backward()
+        with self.precision.autocast():
+            loss = self.model(**batch).loss
+        self.loss_step.backward(loss)
         return loss.item()
 
+    def optimizer_step(self, optimizer) -> None:
+        self.loss_step.step(optimizer)
+
     def evaluate(self, fn):
-        return fn(self.model)
+        with self.precision.autocast():
+            return fn(self.model)
 
     def broadcast(self, value):
         return value
@@ -194,7 +203,7 @@ def _optimizer_step(runner, micro, accum: int, optimizer, scheduler) -> tuple[fl
         for p in runner.parameters():
             if p.grad is not None:
                 p.grad.div_(len(losses))
-    optimizer.step()
+    runner.optimizer_step(optimizer)
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
     return sum(losses) / len(losses), rows

@@ -28,6 +28,7 @@ from adapterkit.atomic import write_json
 from adapterkit.config import BottleneckConfig
 from adapterkit.errors import AdapterkitError
 from adapterkit.model import add_adapter, count_parameters, train_adapter
+from adapterkit.precision import check_names as check_precision, resolve as resolve_precision
 
 ADAPTER_LR, FULL_LR = 1e-3, 5e-5
 
@@ -63,6 +64,8 @@ class TrainConfig:
     gradient_accumulation_steps: int = 1
     eval_steps: int | None = None  # evaluate every N optimizer steps (default: every epoch)
     early_stopping_patience: int | None = None  # stop after N evaluations without a better main metric
+    precision: str = "fp32"  # fp32, bf16 or fp16: autocast with fp32 master weights (adapterkit.precision)
+    backbone_dtype: str = "fp32"  # bf16: frozen backbone weights stored in bf16 (needs precision bf16)
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "max_seq_len", "eval_batch_size", "gradient_accumulation_steps"):
@@ -77,6 +80,7 @@ class TrainConfig:
             from adapterkit.tasks.registry import get_task_type
 
             get_task_type(self.task_type)  # refuses an unknown type before any work
+        check_precision(self.precision, self.backbone_dtype)
         if self.lr is not None and not self.lr > 0:
             raise AdapterkitError(f"lr must be > 0, got {self.lr}")
         if self.lr is None:
@@ -116,14 +120,16 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> dict:
     if distributed:
         from adapterkit.dist.runner import DistRunner, check_distributed
 
-        check_distributed(cfg.full_finetune, cfg.resume)
+        check_distributed(cfg.full_finetune, cfg.resume, cfg.precision)
+    precision = resolve_precision(cfg.precision, "cpu", cfg.backbone_dtype)  # the loop runs on CPU; refused before work
     out = Path(cfg.output)
     _check_output(out, cfg.resume)
     tokenizer = backbone.load_tokenizer(cfg.model)
     task = _load_task(cfg, tokenizer)
     torch.manual_seed(cfg.seed)  # every rank initialises adapters and head identically
-    model = _build_model(task, cfg)
-    runner = DistRunner(model, cfg.strategy, cfg.compression, cfg.bucket_mb) if distributed else LocalRunner(model)
+    model = precision.prepare(_build_model(task, cfg))
+    runner = DistRunner(model, cfg.strategy, cfg.compression, cfg.bucket_mb) if distributed else \
+        LocalRunner(model, precision)
     if cfg.resume:
         from adapterkit.checkpoint import check_resume
 

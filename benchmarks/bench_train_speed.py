@@ -1,8 +1,12 @@
 """Training-step and inference speed: adapterkit vs AdapterHub `adapters` vs PEFT LoRA vs full
-fine-tuning, on the same backbone in one process, steps interleaved, medians and ratios.
+fine-tuning, on the same backbone in one process, steps interleaved, medians and ratios, under
+each precision asked for (`--precisions fp32,bf16`: every variant runs its forward and loss under
+the same `torch.autocast`, see adapterkit.precision; ratios are against full fine-tuning fp32).
 
     .venv-tf4/bin/python benchmarks/bench_train_speed.py            # with AdapterHub (transformers 4.57)
     python3 benchmarks/bench_train_speed.py                          # without it (transformers 5)
+    python3 benchmarks/bench_train_speed.py --precisions fp32,bf16 \
+        --variants full,adapterkit,adapterkit-layer,adapterkit-3shared,adapterkit+bb16,adapterhub,lora,head
 
 Variants (all-MiniLM-L6-v2 by default, sequence classification, AdamW):
   full            every weight trained, dropout as configured (the baseline)
@@ -10,6 +14,9 @@ Variants (all-MiniLM-L6-v2 by default, sequence classification, AdamW):
                   bottleneck = hidden/16, swish: the same size as AdapterHub's Houlsby config;
                   adapterkit's default: dropout inside the frozen backbone off
   adapterkit+drop the same with the backbone's dropout kept (--backbone-dropout)
+  adapterkit-layer  one adapter per layer (sharing 1), otherwise the same
+  adapterkit-3shared  one adapter per 3 consecutive layers (sharing 3)
+  adapterkit+bb16 per site, frozen backbone weights stored in bf16 (--backbone-dtype bf16; bf16 only)
   adapterhub      `adapters` with config "double_seq_bn" (Houlsby)
   lora            PEFT LoRA r=8 on query/value
   head            only the classifier head (and pooler) trained
@@ -25,16 +32,23 @@ import time
 import torch
 
 
-def build(kind: str, model_name: str | None):
+ADAPTERKIT_SHARING = {"adapterkit": "none", "adapterkit+drop": "none", "adapterkit+bb16": "none",
+                      "adapterkit-layer": 1, "adapterkit-3shared": 3}
+
+
+def build(kind: str, model_name: str | None, precision: str = "fp32"):
     from adapterkit.backbone import load_model
+    from adapterkit.precision import Precision
 
     model = load_model(model_name, num_labels=2)
     model.train()
     if kind.startswith("adapterkit"):
         import adapterkit as ak
 
-        ak.add_adapter(model, "a", ak.BottleneckConfig(reduction_factor=16, sharing="none", activation="swish"))
+        config = ak.BottleneckConfig(reduction_factor=16, sharing=ADAPTERKIT_SHARING[kind], activation="swish")
+        ak.add_adapter(model, "a", config)
         ak.train_adapter(model, "a", backbone_dropout=kind.endswith("+drop"))
+        Precision(precision, backbone_dtype="bf16" if kind.endswith("+bb16") else "fp32").prepare(model)
     elif kind == "adapterhub":
         import adapters
 
@@ -56,14 +70,15 @@ def build(kind: str, model_name: str | None):
     return model, optimizer
 
 
-def train_step(model, optimizer, batch) -> None:
-    loss = model(**batch).loss
+def train_step(model, optimizer, batch, autocast) -> None:
+    with autocast():
+        loss = model(**batch).loss
     loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
 
 
-def saved_bytes(model, batch) -> int:
+def saved_bytes(model, batch, autocast) -> int:
     """Bytes autograd keeps for backward in one forward pass (distinct storages)."""
     seen: dict[int, int] = {}
 
@@ -72,7 +87,7 @@ def saved_bytes(model, batch) -> int:
         seen[storage.data_ptr()] = storage.nbytes()
         return t
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), autocast():
         loss = model(**batch).loss
     loss.backward()
     model.zero_grad(set_to_none=True)
@@ -82,6 +97,10 @@ def saved_bytes(model, batch) -> int:
 def state_bytes(model) -> int:
     trainable = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
     return 3 * trainable  # gradient + AdamW exp_avg + exp_avg_sq
+
+
+def weight_bytes(model) -> int:
+    return sum(p.numel() * p.element_size() for p in model.parameters())
 
 
 def interleave(fns: dict, repeats: int, warmup: int) -> dict[str, float]:
@@ -103,9 +122,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=15, help="timed steps per variant")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--variants", default="full,adapterkit,adapterkit+drop,adapterhub,lora,head")
+    parser.add_argument("--precisions", default="fp32", help="comma-separated: fp32, bf16, fp16")
     args = parser.parse_args()
 
     import transformers
+
+    from adapterkit.precision import Precision, native_support
 
     kinds = args.variants.split(",")
     try:
@@ -113,39 +135,53 @@ def main() -> None:
     except ImportError:
         kinds = [k for k in kinds if k != "adapterhub"]
         print("note: `adapters` not installed here, AdapterHub left out (run with .venv-tf4/bin/python)")
+    precisions = args.precisions.split(",")
+    for name in precisions:
+        ok, why = native_support(name, "cpu")
+        if not ok:
+            print(f"note: {name} is not native here ({why}); timed anyway")
     torch.manual_seed(0)
     batch = {
         "input_ids": torch.randint(1000, 20000, (args.batch_size, args.seq_len)),
         "attention_mask": torch.ones(args.batch_size, args.seq_len, dtype=torch.long),
         "labels": torch.randint(0, 2, (args.batch_size,)),
     }
-    models = {k: build(k, args.model) for k in kinds}
+    runs = [(k, p) for p in precisions for k in kinds if not (k.endswith("+bb16") and p != "bf16")]
+    models = {(k, p): build(k, args.model, p) for k, p in runs}
+    autocast = {p: Precision(p).autocast for p in precisions}
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, threads {torch.get_num_threads()}, "
           f"batch {args.batch_size} x {args.seq_len}, {args.steps} interleaved steps per variant (after {args.warmup} warm-up)")
 
-    steps = interleave({k: (lambda m=m, o=o: train_step(m, o, batch)) for k, (m, o) in models.items()},
-                       args.steps, args.warmup)
-    infer_models = {"bare": build("bare", args.model)[0], **{k: m for k, (m, _) in models.items() if k not in ("full", "head", "adapterkit+drop")}}
+    steps = interleave({(k, p): (lambda m=m, o=o, p=p: train_step(m, o, batch, autocast[p]))
+                        for (k, p), (m, o) in models.items()}, args.steps, args.warmup)
+    bare = {p: build("bare", args.model)[0] for p in precisions}
+    infer_models = {("bare", p): bare[p] for p in precisions}
+    infer_models |= {(k, p): m for (k, p), (m, _) in models.items() if k in ("adapterkit", "adapterhub", "lora")}
     for m in infer_models.values():
         m.eval()
     inputs = {k: v for k, v in batch.items() if k != "labels"}
 
-    def infer(m):
-        with torch.inference_mode():
+    def infer(m, p):
+        with torch.inference_mode(), autocast[p]():
             m(**inputs)
 
-    latency = interleave({k: (lambda m=m: infer(m)) for k, m in infer_models.items()}, args.steps * 2, args.warmup)
+    latency = interleave({(k, p): (lambda m=m, p=p: infer(m, p)) for (k, p), m in infer_models.items()},
+                         args.steps * 2, args.warmup)
 
-    print("\n| variant | trainable params | step (ms, median) | step vs full | activation + state memory (MB) |")
-    print("|---|---:|---:|---:|---:|")
-    for k, (m, _) in models.items():
-        n = sum(p.numel() for p in m.parameters() if p.requires_grad)
-        mem = (saved_bytes(m, batch) + state_bytes(m)) / 2**20
-        print(f"| {k} | {n:,} | {steps[k] * 1e3:.0f} | {steps[k] / steps['full']:.3f}x | {mem:.0f} |")
-    print("\n| model | inference (ms, median) | vs bare backbone |")
-    print("|---|---:|---:|")
-    for k in infer_models:
-        print(f"| {k} | {latency[k] * 1e3:.1f} | {latency[k] / latency['bare']:.3f}x |")
+    base = steps.get(("full", "fp32")) or steps[runs[0]]
+    print(f"\n| variant | precision | trainable params | step (ms, median) | step vs full fp32 | vs full, same precision "
+          f"| activation + state memory (MB) | weights (MB) |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for (k, p), (m, _) in models.items():
+        n = sum(q.numel() for q in m.parameters() if q.requires_grad)
+        mem = (saved_bytes(m, batch, autocast[p]) + state_bytes(m)) / 2**20
+        same = steps.get(("full", p))
+        print(f"| {k} | {p} | {n:,} | {steps[k, p] * 1e3:.0f} | {steps[k, p] / base:.3f}x | "
+              f"{f'{steps[k, p] / same:.3f}x' if same else '-'} | {mem:.0f} | {weight_bytes(m) / 2**20:.0f} |")
+    print("\n| model | precision | inference (ms, median) | vs bare backbone, same precision |")
+    print("|---|---|---:|---:|")
+    for k, p in infer_models:
+        print(f"| {k} | {p} | {latency[k, p] * 1e3:.1f} | {latency[k, p] / latency['bare', p]:.3f}x |")
 
 
 if __name__ == "__main__":

@@ -33,6 +33,22 @@ OverwriteOpt = Annotated[
 LayerNormOpt = Annotated[
     bool, typer.Option("--train-layer-norms", help="Also train the layer norms of adapted layers (changes the backbone's norms).")
 ]
+PrecisionOpt = Annotated[
+    str,
+    typer.Option("--precision", help="fp32, bf16 or fp16: the forward runs under autocast, trained weights stay fp32 "
+                 "(fp16 adds loss scaling on CUDA). bf16 needs a GPU with bf16 or a CPU with avx512_bf16/AMX; "
+                 "elsewhere training refuses it. Saved with the run."),
+]
+RunPrecisionOpt = Annotated[
+    Optional[str],
+    typer.Option("--precision", help="fp32, bf16 or fp16. Default: the run's (run_config.json); where this machine "
+                 "lacks it, fp32 with a note."),
+]
+BackboneDtypeOpt = Annotated[
+    str,
+    typer.Option("--backbone-dtype", help="fp32, or bf16: store the frozen backbone's weights in bf16 (half the "
+                 "memory; needs --precision bf16; adapters and head stay fp32)."),
+]
 
 
 def adapter_config(

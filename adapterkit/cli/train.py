@@ -50,6 +50,8 @@ def train(
     strategy: Annotated[str, typer.Option("--strategy", help="Distributed strategy: ddp, fsdp, pipeline or pipeline+ddp.")] = "ddp",
     compression: Annotated[str, typer.Option("--compression", help="Gradient compression: none, fp16, bf16, topk:FRACTION[,momentum=M][,warmup=N].")] = "none",
     bucket_mb: Annotated[float, typer.Option("--bucket-mb", help="Gradient bucket size in MB (fusion).")] = 25.0,
+    precision: opt.PrecisionOpt = "fp32",
+    backbone_dtype: opt.BackboneDtypeOpt = "fp32",
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
     """Train an adapter on a GLUE task, evaluate on dev after every epoch, keep the best."""
@@ -68,7 +70,7 @@ def train(
                       data_dir=data_dir, output=output, resume=resume, init_adapter=init_adapter,
                       attention=_attention(attention), rsa=_rsa(attention, rsa_density, rsa_block_size, seed),
                       backbone_dropout=backbone_dropout, strategy=strategy, compression=compression,
-                      bucket_mb=bucket_mb)
+                      bucket_mb=bucket_mb, precision=precision, backbone_dtype=backbone_dtype)
     metrics = run_training(cfg, progress=not quiet)
     if not metrics:
         return  # a worker other than rank 0
@@ -87,15 +89,18 @@ def eval_(
     data_dir: Annotated[Optional[str], typer.Option("--data-dir", help="Folder with GLUE-layout task folders.")] = None,
     max_seq_len: Annotated[Optional[int], typer.Option("--max-seq-len", help="Default: the run's.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Evaluation batch size.")] = 128,
+    precision: opt.RunPrecisionOpt = None,
 ) -> None:
     """Score a saved adapter on a GLUE split and print the task's metrics."""
     from adapterkit.data import encode, load_glue
     from adapterkit.evaluation import evaluate, load_run
+    from adapterkit.precision import run_autocast
 
-    model, tokenizer, task_, run = load_run(adapter, task)
+    model, tokenizer, task_, run = load_run(adapter, task, precision, note=typer.echo)
     rows = encode(load_glue(task_, split, data_dir or run.get("data_dir")), tokenizer, task_,
                   max_seq_len or run.get("max_seq_len", 128))
-    metrics = evaluate(model, rows, task_, batch_size, tokenizer.pad_token_id or 0)
+    with run_autocast(run):
+        metrics = evaluate(model, rows, task_, batch_size, tokenizer.pad_token_id or 0)
     for key, value in metrics.items():
         typer.echo(f"{key}: {value:.4f}")
 
@@ -109,11 +114,13 @@ def predict(
     batch_size: Annotated[int, typer.Option("--batch-size", help="Batch size.")] = 128,
     overwrite: opt.OverwriteOpt = False,
     server: Annotated[Optional[str], typer.Option("--server", help="Ask a running `adapterkit serve` at this URL instead; --adapter is then the adapter's name there.")] = None,
+    precision: opt.RunPrecisionOpt = None,
 ) -> None:
     """Predict labels (or scores) for a file of inputs with a saved adapter (or a server's)."""
     from adapterkit.data import encode, read_predict_file
     from adapterkit.errors import AdapterkitError
     from adapterkit.evaluation import load_run, predict_logits
+    from adapterkit.precision import run_autocast
 
     from adapterkit.files import check_output
 
@@ -129,11 +136,12 @@ def predict(
         _write_predictions(output, records)
         typer.echo(f"wrote {len(records)} predictions to {output}")
         return
-    model, tokenizer, task_, run = load_run(adapter, task)
+    model, tokenizer, task_, run = load_run(adapter, task, precision, note=typer.echo)
     data = read_predict_file(input, task_)
     rows = encode(data.select_columns([c for c in ("text_a", "text_b") if c in data.column_names]), tokenizer, None,
                   max_seq_len or run.get("max_seq_len", 128))
-    logits = predict_logits(model, rows, batch_size, tokenizer.pad_token_id or 0)
+    with run_autocast(run):
+        logits = predict_logits(model, rows, batch_size, tokenizer.pad_token_id or 0)
     records = []
     for logit in logits:
         if task_.is_regression:

@@ -25,6 +25,9 @@ class DistRunner:
     def step(self, batch: dict) -> float:
         return self.run.step(self.run.shard(batch))
 
+    def optimizer_step(self, optimizer) -> None:
+        optimizer.step()
+
     def evaluate(self, fn):
         with self.run.eval_model() as model:
             result = fn(model) if model is not None else None
@@ -47,8 +50,10 @@ class DistRunner:
         self.run.write_stats(out)
 
 
-def check_distributed(full_finetune: bool, resume: bool) -> None:
+def check_distributed(full_finetune: bool, resume: bool, precision: str = "fp32") -> None:
     """Refuse what the distributed path does not support, before any work."""
+    if precision != "fp32":
+        raise AdapterkitError("--precision bf16/fp16 is not supported for distributed runs yet; use --precision fp32")
     if full_finetune:
         raise AdapterkitError("distributed training (--nproc > 1) trains adapters; drop --full-finetune")
     if resume:
