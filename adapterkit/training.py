@@ -29,6 +29,7 @@ from adapterkit.config import BottleneckConfig
 from adapterkit.errors import AdapterkitError
 from adapterkit.model import add_adapter, count_parameters, train_adapter
 from adapterkit.precision import check_names as check_precision, resolve as resolve_precision
+from adapterkit.speed import apply_speed_options
 
 ADAPTER_LR, FULL_LR = 1e-3, 5e-5
 
@@ -66,6 +67,8 @@ class TrainConfig:
     early_stopping_patience: int | None = None  # stop after N evaluations without a better main metric
     precision: str = "fp32"  # fp32, bf16 or fp16: autocast with fp32 master weights (adapterkit.precision)
     backbone_dtype: str = "fp32"  # bf16: frozen backbone weights stored in bf16 (needs precision bf16)
+    gradient_checkpointing: bool = False  # recompute layer activations in backward (adapterkit.speed)
+    compile: bool = False  # torch.compile the model's forward and backward (adapterkit.speed)
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "max_seq_len", "eval_batch_size", "gradient_accumulation_steps"):
@@ -128,6 +131,7 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> dict:
     task = _load_task(cfg, tokenizer)
     torch.manual_seed(cfg.seed)  # every rank initialises adapters and head identically
     model = precision.prepare(_build_model(task, cfg))
+    apply_speed_options(model, cfg.gradient_checkpointing, cfg.compile)
     runner = DistRunner(model, cfg.strategy, cfg.compression, cfg.bucket_mb) if distributed else \
         LocalRunner(model, precision)
     if cfg.resume:

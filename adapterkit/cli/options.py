@@ -50,6 +50,15 @@ BackboneDtypeOpt = Annotated[
                  "memory; needs --precision bf16; adapters and head stay fp32)."),
 ]
 
+GradientCheckpointingOpt = Annotated[
+    bool, typer.Option("--gradient-checkpointing", help="Recompute layer activations in the backward pass instead of "
+                       "keeping them: less memory for long inputs, slower steps. Off by default.")
+]
+CompileOpt = Annotated[
+    bool, typer.Option("--compile", help="torch.compile the model's forward and backward (pays a compile time first; "
+                       "see benchmarks/README.md for when it pays back). Off by default.")
+]
+
 
 def adapter_config(
     sharing: str = "1",

@@ -52,6 +52,8 @@ def train(
     bucket_mb: Annotated[float, typer.Option("--bucket-mb", help="Gradient bucket size in MB (fusion).")] = 25.0,
     precision: opt.PrecisionOpt = "fp32",
     backbone_dtype: opt.BackboneDtypeOpt = "fp32",
+    gradient_checkpointing: opt.GradientCheckpointingOpt = False,
+    compile: opt.CompileOpt = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
     """Train an adapter on a GLUE task, evaluate on dev after every epoch, keep the best."""
@@ -70,7 +72,8 @@ def train(
                       data_dir=data_dir, output=output, resume=resume, init_adapter=init_adapter,
                       attention=_attention(attention), rsa=_rsa(attention, rsa_density, rsa_block_size, seed),
                       backbone_dropout=backbone_dropout, strategy=strategy, compression=compression,
-                      bucket_mb=bucket_mb, precision=precision, backbone_dtype=backbone_dtype)
+                      bucket_mb=bucket_mb, precision=precision, backbone_dtype=backbone_dtype,
+                      gradient_checkpointing=gradient_checkpointing, compile=compile)
     metrics = run_training(cfg, progress=not quiet)
     if not metrics:
         return  # a worker other than rank 0
