@@ -41,17 +41,33 @@ CONFIG_ATTRIBUTE = "adapterkit_rsa"
 
 @dataclass
 class RSAConfig:
-    """Random Sparse Attention settings of a model."""
+    """Random Sparse Attention settings of a model (layout options: `adapterkit.ops.layout`).
+
+    The defaults are the original layout, so settings saved before the options
+    existed load unchanged. For classification with a [CLS] token,
+    `global_blocks=1, min_random_blocks=1` keeps quality much better (see
+    benchmarks/README.md, rsa).
+    """
 
     density: float = 0.25
     block_size: int = 64
     seed: int = 0
     per_layer_layout: bool = True  # mix the layer index into the seed
+    global_blocks: int = 0         # leading blocks attended by and attending to every block
+    min_random_blocks: int = 0     # random blocks per row besides the diagonal and global ones
+    count_diagonal: bool = True    # density counts the diagonal and global blocks too
 
     def __post_init__(self) -> None:
-        check_settings(self.density, self.block_size)
+        check_settings(self.density, self.block_size, self.global_blocks, self.min_random_blocks)
         if not isinstance(self.seed, int):
             raise RSAError(f"RSA seed must be an integer, got {self.seed!r}")
+        if not isinstance(self.count_diagonal, bool):
+            raise RSAError(f"RSA count_diagonal must be true or false, got {self.count_diagonal!r}")
+
+    def layout_options(self) -> dict:
+        """The keyword arguments of `rsa_attention` / `rsa_layout` beyond density and block size."""
+        return {"global_blocks": self.global_blocks, "min_random_blocks": self.min_random_blocks,
+                "count_diagonal": self.count_diagonal}
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -80,7 +96,8 @@ class RSAMask:
 
 
 def configure_rsa(model=None, *, density: float | None = None, block_size: int | None = None,
-                  seed: int | None = None) -> str:
+                  seed: int | None = None, global_blocks: int | None = None,
+                  min_random_blocks: int | None = None, count_diagonal: bool | None = None) -> str:
     """Set Random Sparse Attention settings; returns "adapterkit_rsa" for `attn_implementation=`.
 
     With a model: the settings go on its config (saved with it) and the model is
@@ -94,7 +111,8 @@ def configure_rsa(model=None, *, density: float | None = None, block_size: int |
     """
     global _default_config
     current = config_of(model) if model is not None else _default_config
-    changes = {"density": density, "block_size": block_size, "seed": seed}
+    changes = {"density": density, "block_size": block_size, "seed": seed, "global_blocks": global_blocks,
+               "min_random_blocks": min_random_blocks, "count_diagonal": count_diagonal}
     new = RSAConfig.from_dict({**current.to_dict(), **{k: v for k, v in changes.items() if v is not None}})
     register()
     if model is None:
@@ -105,9 +123,11 @@ def configure_rsa(model=None, *, density: float | None = None, block_size: int |
     return ATTENTION_NAME
 
 
-def use_rsa(model, *, density: float = 0.25, block_size: int = 64, seed: int = 0):
+def use_rsa(model, *, density: float = 0.25, block_size: int = 64, seed: int = 0, global_blocks: int = 0,
+            min_random_blocks: int = 0, count_diagonal: bool = True):
     """Switch a loaded transformers model to Random Sparse Attention; returns the model."""
-    configure_rsa(model, density=density, block_size=block_size, seed=seed)
+    configure_rsa(model, density=density, block_size=block_size, seed=seed, global_blocks=global_blocks,
+                  min_random_blocks=min_random_blocks, count_diagonal=count_diagonal)
     return model
 
 
@@ -171,7 +191,8 @@ def _dense_path(module, query, key, value, mask, cfg: RSAConfig, scale: float, c
     _, heads, q_len, _ = query.shape
     kv_len = key.shape[2]
     seed = cfg.layer_seed(getattr(module, "layer_idx", None))
-    layout = cached_layout(kv_len, heads, cfg.block_size, cfg.density, seed, causal, query.device)
+    layout = cached_layout(kv_len, heads, cfg.block_size, cfg.density, seed, causal, query.device,
+                           **cfg.layout_options())
     q_pos = torch.arange(kv_len - q_len, kv_len, device=query.device)  # queries are the last tokens
     allowed = rsa_token_mask(layout, cfg.block_size, kv_len, causal, q_pos)[None]
     bias = None
@@ -203,7 +224,7 @@ def rsa_attention_forward(module, query, key, value, attention_mask, dropout: fl
     if dense is None and same_length:
         out = rsa_attention(query, key, value, block_size=cfg.block_size, density=cfg.density,
                             seed=cfg.layer_seed(getattr(module, "layer_idx", None)),
-                            attention_mask=padding, causal=causal, scale=scale)
+                            attention_mask=padding, causal=causal, scale=scale, **cfg.layout_options())
     else:
         _announce_once("dense", "adapterkit_rsa: this mask pattern (cache, packed sequences or a "
                                 "custom mask) runs on the dense reference under the RSA block mask")

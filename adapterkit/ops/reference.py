@@ -1,7 +1,7 @@
 """Pure-PyTorch Random Sparse Attention: dense attention under the RSA block mask.
 
-It is the test oracle of the compiled kernels and the fallback where they are
-not built. It materialises the (batch, heads, seq, seq) score matrix, so its
+It is the test oracle of the compiled kernels and of the block-sparse fallback
+(adapterkit/ops/blocksparse.py). It materialises the (batch, heads, seq, seq) score matrix, so its
 memory is quadratic: use it for checking, not for long sequences.
 """
 from __future__ import annotations
@@ -44,9 +44,11 @@ def reference_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout:
 def rsa_attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
                             block_size: int = 64, density: float = 0.25, seed: int = 0,
                             attention_mask: torch.Tensor | None = None, causal: bool = False,
-                            scale: float | None = None) -> torch.Tensor:
+                            scale: float | None = None, global_blocks: int = 0,
+                            min_random_blocks: int = 0, count_diagonal: bool = True) -> torch.Tensor:
     """Same arguments and result as `adapterkit.ops.rsa_attention`, in plain PyTorch."""
     _, heads, seq, dim = q.shape
-    layout = cached_layout(seq, heads, block_size, density, seed, causal)
+    layout = cached_layout(seq, heads, block_size, density, seed, causal, global_blocks=global_blocks,
+                           min_random_blocks=min_random_blocks, count_diagonal=count_diagonal)
     scale = dim ** -0.5 if scale is None else float(scale)
     return reference_forward(q, k, v, layout, attention_mask, block_size, causal, scale)[0]

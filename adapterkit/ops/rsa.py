@@ -3,7 +3,7 @@
 The op schemas and kernels come from C++ (adapterkit/csrc/rsa_ops.cpp). This
 module adds what belongs to Python: the fake kernels (so `torch.compile` can
 trace the op), the autograd formula (the backward is the `rsa_bwd` op), and the
-fallback to the reference where no kernel is loaded.
+block-sparse SDPA fallback (adapterkit/ops/blocksparse.py) where no kernel loads.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import torch
 
 from adapterkit.ops import extension
 from adapterkit.ops.layout import RSAError, check_settings, layout_op
-from adapterkit.ops.reference import reference_forward
+from adapterkit.ops.blocksparse import fallback_attention
 
 _registered = False
 _lock = threading.Lock()
@@ -75,22 +75,25 @@ def _check(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attention_mask) ->
 
 def rsa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, block_size: int = 64,
                   density: float = 0.25, seed: int = 0, attention_mask: torch.Tensor | None = None,
-                  causal: bool = False, scale: float | None = None) -> torch.Tensor:
+                  causal: bool = False, scale: float | None = None, global_blocks: int = 0,
+                  min_random_blocks: int = 0, count_diagonal: bool = True) -> torch.Tensor:
     """Random Sparse Attention. q, k, v: (batch, heads, seq, head_dim) -> same shape.
 
     Each (head, query block) attends to its diagonal block plus a seeded random
-    choice of key blocks (see `rsa_layout`). `attention_mask` is (batch, seq)
-    with 1/True for real tokens; padded keys get no weight and padded queries
-    return zeros. `causal` hides later keys. `scale` defaults to head_dim**-0.5.
+    choice of key blocks (see `rsa_layout` for `global_blocks`, `min_random_blocks`
+    and `count_diagonal`). `attention_mask` is (batch, seq) with 1/True for real
+    tokens; padded keys get no weight, and a query with no real key in its blocks
+    returns zeros. `causal` hides later keys. `scale` defaults to head_dim**-0.5.
     """
     _check(q, k, v, attention_mask)
     _, heads, seq, dim = q.shape
-    check_settings(density, block_size)
-    layout = layout_op(seq, heads, block_size, float(density), int(seed), bool(causal)).to(q.device)
+    check_settings(density, block_size, global_blocks, min_random_blocks)
+    layout = layout_op(seq, heads, block_size, float(density), int(seed), bool(causal), int(global_blocks),
+                       int(min_random_blocks), bool(count_diagonal)).to(q.device)
     key_mask = None if attention_mask is None else attention_mask.to(torch.bool).contiguous()
     scale = dim ** -0.5 if scale is None else float(scale)
     if ensure_registered() and extension.available(q.device.type):
         out, _ = torch.ops.adapterkit.rsa_fwd(q, k, v, layout, key_mask, block_size, causal, scale)
         return out
     extension.announce_fallback(q.device.type)
-    return reference_forward(q, k, v, layout, key_mask, block_size, causal, scale)[0]
+    return fallback_attention(q, k, v, layout, key_mask, block_size, causal, scale, global_blocks)
