@@ -5,8 +5,13 @@ medians over rounds), for batch 1, 12 heads, head dim 64, block 64:
   dense   torch.nn.functional.scaled_dot_product_attention, no mask
   mask    the same with the RSA pattern as a boolean (1, heads, seq, seq) mask
   flex    FlexAttention (torch.compile'd) with the RSA pattern as a BlockMask (forward only)
-  rsa     adapterkit.ops.rsa_attention (the compiled kernel)
+  rsa     adapterkit.ops.rsa_attention (the compiled kernel: prebuilt, or with
+          --kernel-source first-use the first-use build, see adapterkit/ops/build.py)
+  fallback  adapterkit.ops.blocksparse.fallback_attention, what rsa_attention runs
+          where no kernel loads (block-sparse SDPA on gathered key blocks)
 over sequence lengths, densities, float32 / bfloat16, forward and forward+backward.
+The prebuilt and the first-use-built kernel register the same op names, so they
+cannot share a process: compare their ratios to dense from one run each.
 Times are medians of wall-clock milliseconds; process CPU time is recorded too,
 and "per busy core" throughput (FLOPs / CPU seconds) is compared with the peak of
 one core, which stays meaningful when other processes share the machine.
@@ -18,6 +23,7 @@ returned to the OS (malloc_trim) and large allocations are served by fresh mmaps
 
     python3 benchmarks/bench_rsa.py --quick          # seq 4096, density 1/4 (a few minutes)
     python3 benchmarks/bench_rsa.py                  # the full table (long)
+    python3 benchmarks/bench_rsa.py --kernel-source first-use --variants dense rsa
 """
 from __future__ import annotations
 
@@ -29,10 +35,14 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
+if "--kernel-source" in sys.argv and "first-use" in sys.argv:
+    sys.modules["adapterkit._C"] = None   # hide the prebuilt module: the first-use build loads
 
-from adapterkit.ops import extension, rsa_attention, rsa_layout
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from adapterkit.ops import rsa_attention, rsa_layout
+from adapterkit.ops.blocksparse import fallback_attention
 from adapterkit.ops.layout import rsa_token_mask
 
 HEADS, HEAD_DIM, BLOCK = 12, 64, 64
@@ -46,11 +56,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
     p.add_argument("--rounds", type=int, default=5, help="timed rounds per variant (median)")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--no-flex", action="store_true", help="skip FlexAttention (its compile is slow)")
+    p.add_argument("--variants", nargs="+", default=["dense", "mask", "flex", "rsa", "fallback"],
+                   help="which of dense, mask, flex, rsa, fallback to time (default: all)")
+    p.add_argument("--kernel-source", choices=["prebuilt", "first-use"], default="prebuilt",
+                   help="rsa from the prebuilt adapterkit._C or the first-use build (default prebuilt)")
     p.add_argument("--mask-max-mb", type=float, default=4096,
                    help="skip the boolean-mask SDPA when its mask would exceed this (default 4096)")
-    p.add_argument("--peak-gflops", type=float, default=350.0,
-                   help="machine float32 peak for the fraction-of-peak column (default 350: 2 cores)")
+    p.add_argument("--memory", action="store_true", help="also measure each call's peak memory")
     p.add_argument("--out", default="runs/bench_rsa.json", help="JSON results (default runs/bench_rsa.json)")
     p.add_argument("--table", nargs="+", metavar="JSON", help="only print a markdown table of saved results")
     args = p.parse_args(argv)
@@ -127,13 +139,17 @@ def variants(q, k, v, density: float, args, flex):
     seq = q.shape[2]
     layout = rsa_layout(seq, HEADS, block_size=BLOCK, density=density)
     fns = {"dense": lambda q, k, v: F.scaled_dot_product_attention(q, k, v)}
-    if HEADS * seq * seq / 2**20 <= args.mask_max_mb:
+    if "mask" in args.variants and HEADS * seq * seq / 2**20 <= args.mask_max_mb:
         mask = rsa_token_mask(layout, BLOCK, seq, causal=False)[None]      # (1, H, S, S) bool
         fns["mask"] = lambda q, k, v: F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     if flex is not None:
         block_mask = flex_block_mask(layout, seq)
         fns["flex"] = lambda q, k, v: flex(q, k, v, block_mask=block_mask)
-    fns["rsa"] = lambda q, k, v: rsa_attention(q, k, v, block_size=BLOCK, density=density)
+    if "rsa" in args.variants:
+        fns["rsa"] = lambda q, k, v: rsa_attention(q, k, v, block_size=BLOCK, density=density)
+    if "fallback" in args.variants:
+        scale = HEAD_DIM ** -0.5
+        fns["fallback"] = lambda q, k, v: fallback_attention(q, k, v, layout, None, BLOCK, False, scale)
     return fns, layout
 
 
@@ -170,13 +186,24 @@ def interleaved(fns: dict, rounds: int) -> tuple[dict, dict]:
     return med(wall), med(cpu)
 
 
+def _backward_works(fn, q, k, v) -> bool:
+    """FlexAttention has had no CPU backward in some torch versions: try it once."""
+    try:
+        forward_backward(fn, q, k, v)()
+        return True
+    except Exception as e:  # noqa: BLE001 - any failure means "no backward here"
+        print(f"  (no backward: {type(e).__name__}: {str(e).splitlines()[0][:100]})", flush=True)
+        return False
+
+
 def setup(seq: int, dtype: torch.dtype, density: float, args, flex):
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(1, HEADS, seq, HEAD_DIM, generator=g).to(dtype) for _ in range(3))
     fns, layout = variants(q, k, v, density, args, flex)
     qg, kg, vg = (x.clone().requires_grad_() for x in (q, k, v))
+    backward = {n: f for n, f in fns.items() if n != "flex" or _backward_works(f, qg, kg, vg)}
     calls = {"fwd": {n: (lambda f=f: f(q, k, v)) for n, f in fns.items()},
-             "fwd+bwd": {n: forward_backward(f, qg, kg, vg) for n, f in fns.items() if n != "flex"}}
+             "fwd+bwd": {n: forward_backward(f, qg, kg, vg) for n, f in backward.items()}}
     return calls, layout
 
 
@@ -187,15 +214,14 @@ def measure(seq: int, dtype: torch.dtype, density: float, args, flex) -> list[di
         with ctx():
             ms, cpu_ms = interleaved(calls[mode], args.rounds)
         flops = rsa_flops(layout, seq) * (1 if mode == "fwd" else 3.5)
-        dense_flops = 4 * HEAD_DIM * HEADS * seq * seq * (1 if mode == "fwd" else 3.5)
-        rows.append({"seq": seq, "dtype": str(dtype).replace("torch.", ""), "density": density,
-                     "mode": mode, "ms": ms, "cpu_ms": cpu_ms,
-                     "selected": float((layout >= 0).sum()) / (HEADS * layout.shape[1] ** 2),
-                     "rsa_gflops": flops / ms["rsa"] / 1e6, "dense_gflops": dense_flops / ms["dense"] / 1e6,
-                     # per busy core: FLOPs over the CPU time the process got (robust to other load)
-                     "rsa_gflops_per_core": flops / cpu_ms["rsa"] / 1e6,
-                     "dense_gflops_per_core": dense_flops / cpu_ms["dense"] / 1e6})
-        report(rows[-1], args)
+        row = {"seq": seq, "dtype": str(dtype).replace("torch.", ""), "density": density, "mode": mode,
+               "ms": ms, "cpu_ms": cpu_ms, "kernel_source": args.kernel_source,
+               "selected": float((layout >= 0).sum()) / (HEADS * layout.shape[1] ** 2)}
+        if "rsa" in ms:
+            row["rsa_gflops"] = flops / ms["rsa"] / 1e6
+            row["rsa_gflops_per_core"] = flops / cpu_ms["rsa"] / 1e6  # robust to other load
+        rows.append(row)
+        report(row)
     return rows
 
 
@@ -208,72 +234,65 @@ def measure_memory(row: dict, args, flex) -> None:
           flush=True)
 
 
-def report(row: dict, args) -> None:
+def report(row: dict) -> None:
     ms = row["ms"]
     speed = " ".join(f"{n}={ms[n]:.1f}" for n in ms)
-    ratios = " ".join(f"{n}/rsa={ms[n] / ms['rsa']:.2f}x" for n in ms if n != "rsa")
-    core_peak = args.peak_gflops / args.threads
-    frac = ""
-    if row["dtype"] == "float32":
-        frac = (f" ({row['rsa_gflops'] / args.peak_gflops:.0%} of peak; per busy core "
-                f"{row['rsa_gflops_per_core']:.0f} = {row['rsa_gflops_per_core'] / core_peak:.0%}, "
-                f"dense {row['dense_gflops_per_core'] / core_peak:.0%})")
+    ratios = " ".join(f"dense/{n}={ms['dense'] / ms[n]:.2f}x" for n in ms if n != "dense")
+    gflops = f" | rsa {row['rsa_gflops']:.0f} GFLOP/s" if "rsa_gflops" in row else ""
     print(f"seq {row['seq']:5d} {row['dtype']:8s} d={row['density']:.3f} {row['mode']:7s} | ms {speed} | "
-          f"{ratios} | rsa {row['rsa_gflops']:.0f} GFLOP/s{frac}, dense {row['dense_gflops']:.0f}",
-          flush=True)
+          f"{ratios}{gflops}", flush=True)
 
 
-def markdown(paths: list[str], peak_gflops: float, threads: int) -> str:
-    """The saved rows as one markdown table: times (ms), speed-ups of rsa, throughput, peak memory."""
-    lines = ["| seq | dtype | density | pass | dense ms | mask ms | flex ms | rsa ms | dense/rsa | "
-             "mask/rsa | flex/rsa | rsa GFLOP/s | rsa / dense per busy core | peak MB dense / mask / flex / rsa |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+NAMES = ("mask", "flex", "rsa", "fallback")
+
+
+def markdown(paths: list[str]) -> str:
+    """The saved rows as one markdown table: median ms per variant and speed-ups over dense SDPA."""
+    lines = ["| seq | dtype | density | pass | kernel | dense ms | " + " | ".join(f"{n} ms" for n in NAMES) +
+             " | " + " | ".join(f"dense/{n}" for n in NAMES) + " |",
+             "|---|---|---|---|---|---|" + "---|" * (2 * len(NAMES))]
     for path in paths:
         for r in json.loads(Path(path).read_text())["rows"]:
-            ms, mem = r["ms"], r.get("peak_mb", {})
-            cell = lambda n: f"{ms[n]:.0f}" if n in ms else "-"                      # noqa: E731
-            ratio = lambda n: f"{ms[n] / ms['rsa']:.2f}x" if n in ms else "-"        # noqa: E731
-            peak = " / ".join(f"{mem[n]:.0f}" if mem.get(n) is not None else "-"
-                              for n in ("dense", "mask", "flex", "rsa"))
-            gflops = f"{r['rsa_gflops']:.0f}"
-            core = f"{r['rsa_gflops_per_core']:.0f} / {r['dense_gflops_per_core']:.0f}"
-            if r["dtype"] == "float32":
-                gflops += f" ({r['rsa_gflops'] / peak_gflops:.0%})"
-                core_peak = peak_gflops / threads
-                core = (f"{r['rsa_gflops_per_core']:.0f} ({r['rsa_gflops_per_core'] / core_peak:.0%}) / "
-                        f"{r['dense_gflops_per_core']:.0f} ({r['dense_gflops_per_core'] / core_peak:.0%})")
+            ms = r["ms"]
+            cells = [f"{ms[n]:.0f}" if n in ms else "-" for n in NAMES]
+            ratios = [f"{ms['dense'] / ms[n]:.2f}x" if n in ms else "-" for n in NAMES]
             lines.append(f"| {r['seq']} | {r['dtype']} | 1/{round(1 / r['density'])} | {r['mode']} | "
-                         f"{cell('dense')} | {cell('mask')} | {cell('flex')} | {cell('rsa')} | "
-                         f"{ratio('dense')} | {ratio('mask')} | {ratio('flex')} | {gflops} | {core} | {peak} |")
+                         f"{r.get('kernel_source', 'prebuilt')} | {ms['dense']:.0f} | " + " | ".join(cells) +
+                         " | " + " | ".join(ratios) + " |")
     return "\n".join(lines)
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
     if args.table:
-        print(markdown(args.table, args.peak_gflops, args.threads))
+        print(markdown(args.table))
         return
     torch.set_num_threads(args.threads)
-    if not extension.available("cpu"):
-        sys.exit("the compiled RSA kernel is not built: this benchmark would time the reference")
+    from adapterkit.ops import kernel_status
+
+    status = kernel_status()
+    if "rsa" in args.variants and not status["cpu"]:
+        sys.exit(f"no compiled RSA kernel ({status['reasons'].get('cpu')}): rsa would time the fallback")
     flex = None
-    if not args.no_flex:
+    if "flex" in args.variants:
         from torch.nn.attention.flex_attention import flex_attention
 
         flex = torch.compile(flex_attention)
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, "
-          f"kernel {torch.ops.adapterkit.rsa_cpu_info()}, command: {' '.join(sys.argv)}", flush=True)
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, kernel "
+          f"{status['cpu_detail']} from {status['sources'].get('cpu')}, command: {' '.join(sys.argv)}", flush=True)
     rows = []
     for dtype in [getattr(torch, d) for d in args.dtypes]:
         for seq in args.seqs:
             for density in args.densities:
                 rows += measure(seq, dtype, density, args, flex)
-    fresh_allocations()
-    for row in rows:
-        measure_memory(row, args, flex)
+    if args.memory:
+        fresh_allocations()
+        for row in rows:
+            measure_memory(row, args, flex)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"argv": sys.argv, "torch": torch.__version__, "rows": rows}, indent=1))
+    out.write_text(json.dumps({"argv": sys.argv, "torch": torch.__version__, "kernel": status, "rows": rows},
+                              indent=1))
     print(f"wrote {out}")
 
 

@@ -43,8 +43,47 @@ def test_layout_is_seeded_per_head_and_prefix_stable():
     assert torch.equal(layout_block_mask(long)[:, :10, :10], layout_block_mask(short))
 
 
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("count_diagonal", [True, False])
+def test_layout_global_blocks_and_minimum_random(causal, count_diagonal):
+    n, g, density = 12, 1, 0.25
+    layout = rsa_layout(64 * n, 4, block_size=64, density=density, causal=causal, global_blocks=g,
+                        min_random_blocks=2, count_diagonal=count_diagonal)
+    blocks = layout_block_mask(layout)                          # (H, n, n)
+    visible = torch.ones(n, n, dtype=torch.bool).tril() if causal else torch.ones(n, n, dtype=torch.bool)
+    assert torch.equal(blocks[:, 0], visible[0].expand(4, n))   # block 0 attends to every block
+    assert blocks[:, :, 0].all()                                 # every block attends to block 0
+    assert blocks.diagonal(dim1=1, dim2=2).all()
+    assert not (blocks & ~visible).any()
+    for i in range(1, n):
+        candidates = i + 1 if causal else n
+        fixed = 1 + min(g, candidates - 1)
+        share = density * (candidates if count_diagonal else candidates - fixed)
+        random = math.floor(share + 0.5) - (fixed if count_diagonal else 0)
+        want = fixed + min(max(random, 2), candidates - fixed)
+        assert (blocks[:, i].sum(-1) == want).all(), (i, want)
+
+
+def test_layout_density_counting_the_diagonal_or_not():
+    # 8 blocks at density 1/4: 2 blocks in all when the diagonal counts, 1 + round(7 / 4) = 3 when not
+    counted = layout_block_mask(rsa_layout(512, 2, block_size=64, density=0.25)).sum(-1)
+    extra = layout_block_mask(rsa_layout(512, 2, block_size=64, density=0.25, count_diagonal=False)).sum(-1)
+    assert (counted == 2).all() and (extra == 3).all()
+    # a 4-block input at 1/4 is block-local in the original layout; min_random_blocks=1 adds one
+    assert (layout_block_mask(rsa_layout(256, 2, block_size=64, density=0.25)).sum(-1) == 1).all()
+    short = layout_block_mask(rsa_layout(256, 2, block_size=64, density=0.25, min_random_blocks=1))
+    assert (short.sum(-1) == 2).all()
+
+
+def test_layout_options_keep_causal_prefixes():
+    kw = dict(block_size=16, density=0.3, causal=True, seed=2, global_blocks=1, min_random_blocks=1)
+    long, short = (rsa_layout(n, 3, **kw) for n in (320, 160))
+    assert torch.equal(layout_block_mask(long)[:, :10, :10], layout_block_mask(short))
+
+
 def test_layout_op_for_torch_compile():
     torch.library.opcheck(torch.ops.adapterkit.rsa_layout.default, (300, 3, 64, 0.3, 1, True))
+    torch.library.opcheck(torch.ops.adapterkit.rsa_layout.default, (300, 3, 32, 0.3, 1, False, 1, 1, False))
     assert torch.equal(torch.ops.adapterkit.rsa_layout(300, 3, 64, 0.3, 1, True),
                        rsa_layout(300, 3, block_size=64, density=0.3, seed=1, causal=True))
 
@@ -54,6 +93,10 @@ def test_layout_rejects_bad_settings():
         rsa_layout(128, 2, density=0.0)
     with pytest.raises(RSAError, match="block_size"):
         rsa_layout(128, 2, block_size=0)
+    with pytest.raises(RSAError, match="global_blocks"):
+        rsa_layout(128, 2, global_blocks=-1)
+    with pytest.raises(RSAError, match="min_random_blocks"):
+        rsa_layout(128, 2, min_random_blocks=1.5)
 
 
 def test_token_mask_expands_blocks():
@@ -75,6 +118,11 @@ SHAPES = [
     (1, 2, 130, 32, 32, 0.3, True, False),   # tail block of 2 tokens
     (2, 2, 100, 64, 128, 1.0, False, True),  # one block longer than the sequence
     (1, 1, 96, 8, 16, 0.25, False, False),   # head dim below a vector
+]
+LAYOUT_OPTIONS = [  # (global_blocks, min_random_blocks, count_diagonal)
+    (0, 0, True),      # the original layout
+    (1, 1, True),      # [CLS] block global, at least one random block
+    (2, 0, False),     # two global blocks, density on top of the fixed blocks
 ]
 TOL = {torch.float32: 2e-5, torch.float64: 1e-10, torch.bfloat16: 3e-2}
 
@@ -105,6 +153,22 @@ def test_kernel_matches_reference(shape, dtype):
     want = torch.autograd.grad(ref, (q, k, v), grad)
     for a, b in zip(got, want):
         torch.testing.assert_close(a.float(), b.float(), atol=tol, rtol=tol)
+
+
+@needs_kernel
+@pytest.mark.parametrize("options", LAYOUT_OPTIONS[1:])
+@pytest.mark.parametrize("shape", SHAPES[1:4])
+def test_kernel_matches_reference_with_layout_options(shape, options):
+    B, H, S, D, bs, density, causal, padded = shape
+    q, k, v, mask = _inputs(B, H, S, D, padded, torch.float32)
+    g, m, counted = options
+    kw = dict(block_size=bs, density=density, seed=5, attention_mask=mask, causal=causal, global_blocks=g,
+              min_random_blocks=m, count_diagonal=counted)
+    out, ref = rsa_attention(q, k, v, **kw), rsa_attention_reference(q, k, v, **kw)
+    torch.testing.assert_close(out, ref, atol=2e-5, rtol=2e-5)
+    grad = torch.randn_like(out)
+    for a, b in zip(torch.autograd.grad(out, (q, k, v), grad), torch.autograd.grad(ref, (q, k, v), grad)):
+        torch.testing.assert_close(a, b, atol=2e-5, rtol=2e-5)
 
 
 @needs_kernel

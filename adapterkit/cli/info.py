@@ -30,9 +30,12 @@ def collect() -> dict:
         "transformers": transformers.__version__,
         "threads": torch.get_num_threads(),
         "kernels": {
-            "rsa_cpu": {"available": status["cpu"], "detail": status["cpu_detail"] or status["reasons"].get("cpu")},
-            "rsa_cuda": {"available": status["cuda"], "detail": None if status["cuda"] else status["reasons"].get("cuda")},
+            "rsa_cpu": {"available": status["cpu"], "detail": status["cpu_detail"] or status["reasons"].get("cpu"),
+                        "source": status["sources"].get("cpu")},
+            "rsa_cuda": {"available": status["cuda"], "detail": None if status["cuda"] else status["reasons"].get("cuda"),
+                         "source": status["sources"].get("cuda")},
         },
+        "rsa_fallback": status["fallback"],  # what runs where a kernel is not available
     }
 
 
@@ -47,6 +50,8 @@ def info(
     for key in ("adapterkit", "python", "torch", "torch_cuda", "cuda_available", "transformers", "threads"):
         typer.echo(f"{key:<15} {report[key]}")
     for name, kernel in report["kernels"].items():
-        state = "available" if kernel["available"] else "NOT available (pure-PyTorch reference is used)"
+        state = f"available, {kernel['source']}" if kernel["available"] else "NOT available"
         detail = f"  {kernel['detail']}" if kernel["detail"] else ""
         typer.echo(f"kernel {name:<8} {state}{detail}")
+    if not all(kernel["available"] for kernel in report["kernels"].values()):
+        typer.echo(f"without a kernel: {report['rsa_fallback']}")
