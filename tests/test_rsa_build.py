@@ -45,6 +45,23 @@ def test_cuda_kernel_gate(torch_cuda, cuda_home, built, monkeypatch):
     assert (ext == ("adapterkit._C_cuda", ["adapterkit/csrc/rsa_cuda.cu"])) if built else ext is None
 
 
+@pytest.mark.parametrize("device,cuda_home,tried", [
+    (False, "/usr/local/cuda", False),  # no CUDA device for torch: an installed nvcc is no reason
+    (True, None, False),                # a device but no toolkit: said so, not tried
+    (True, "/usr/local/cuda", True),
+])
+def test_first_use_cuda_build_gate(device, cuda_home, tried, monkeypatch):
+    from torch.utils import cpp_extension
+
+    from adapterkit.ops import extension
+
+    monkeypatch.setattr(cpp_extension, "CUDA_HOME", cuda_home)
+    monkeypatch.setattr(extension, "_state", extension._Kernels())
+    torch = SimpleNamespace(cuda=SimpleNamespace(is_available=lambda: device))
+    assert extension._cuda_buildable(torch) == tried
+    assert ("no CUDA toolkit" in extension._state.reasons.get("cuda", "")) == (device and not tried)
+
+
 def test_real_torch_here_gets_only_the_cpu_kernel(monkeypatch):
     monkeypatch.delenv("ADAPTERKIT_SKIP_BUILD", raising=False)
     import torch

@@ -128,11 +128,21 @@ def blocks_attention(q, k, v, layout, key_mask, block_size: int, causal: bool, s
     qb = q.view(B, H, n, bs, D)
     first = (torch.arange(H, device=q.device) * n)[:, None, None]
     step = max(1, CHUNK_BYTES // max(1, 2 * B * H * width * bs * D * q.element_size()))
+    # without autograd, the gathered blocks go to two buffers reused by every chunk: fresh
+    # allocations of this size are fresh pages from the OS, which cost as much as the copy
+    reuse = not (torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v)))
+    buffers = [torch.empty(B * H * min(step, n - g) * width * bs * D, dtype=q.dtype, device=q.device)
+               for _ in range(2)] if reuse and n > g else None
     for start in range(g, n, step):
         cols = rows[:, start - g:start - g + step]             # (H, m, W)
         m = cols.shape[1]
         flat = (cols.clamp(min=0) + first).flatten()           # rows of kb / vb, (H * m * W,)
-        kg, vg = (torch.index_select(x, 1, flat).view(B, H, m, width * bs, D) for x in (kb, vb))
+        if buffers is None:
+            kg, vg = (torch.index_select(x, 1, flat) for x in (kb, vb))
+        else:
+            kg, vg = (torch.index_select(x, 1, flat, out=buf[:x.shape[0] * flat.numel() * bs * D].view(
+                x.shape[0], flat.numel(), bs * D)) for x, buf in zip((kb, vb), buffers))
+        kg, vg = (x.view(B, H, m, width * bs, D) for x in (kg, vg))
         mask = _block_mask(torch.arange(start, start + m, device=q.device), cols, valid, bs, causal)
         out = _sdpa(qb[:, :, start:start + m], kg, vg, mask, scale)  # (B, H, m, bs, D)
         parts.append(out.flatten(2, 3))

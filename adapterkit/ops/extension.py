@@ -64,9 +64,16 @@ def _try_build(kind: str) -> None:
 
 
 def _cuda_buildable(torch) -> bool:
+    """Try the first-use CUDA build where torch sees a CUDA device (an nvcc alone is no reason);
+    without a toolkit for torch to compile with, say so instead of trying."""
+    if not torch.cuda.is_available():
+        return False
     from torch.utils import cpp_extension
 
-    return torch.version.cuda is not None and cpp_extension.CUDA_HOME is not None and torch.cuda.is_available()
+    if cpp_extension.CUDA_HOME is None:
+        _state.reasons["cuda"] = "a CUDA device is available but no CUDA toolkit (CUDA_HOME) to compile the kernel"
+        return False
+    return True
 
 
 def load() -> _Kernels:
