@@ -31,6 +31,9 @@ def load_config(name: str | None):
     if path.suffix == ".json":
         if not path.is_file():
             raise AdapterkitError(f"config file {path} does not exist")
+        from adapterkit.files import read_json
+
+        read_json(path, "a model config", schema=dict)  # UTF-8, JSON, an object: one clear error
         data = PretrainedConfig.get_config_dict(str(path))[0]
         if "model_type" not in data:
             raise AdapterkitError(f"{path}: config has no model_type")
@@ -134,7 +137,30 @@ def _from_pretrained(cls, path: Path, **kwargs):
         with quiet_loading():
             return cls.from_pretrained(source, **kwargs)
     except OSError as e:
+        if path.is_dir():
+            raise AdapterkitError(f"could not load {source!r}: the folder does not hold a complete model "
+                                  f"({_first_line(e)})") from None
         raise AdapterkitError(
             f"could not load {source!r}: not a local model folder or config.json, and the Hugging Face hub "
-            f"did not provide it (offline?). Detail: {str(e).splitlines()[0]}"
+            f"did not provide it (offline?). Detail: {_first_line(e)}"
         ) from None
+    except (ValueError, KeyError, RecursionError) as e:  # corrupt or foreign config / tokenizer files
+        raise AdapterkitError(f"could not load {source!r}: unreadable model files ({_first_line(e)})") from None
+    except Exception as e:
+        if type(e).__name__ != "SafetensorError":
+            raise
+        raise AdapterkitError(f"could not load {source!r}: corrupt weights ({_first_line(e)})") from None
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0][:300] if lines else type(error).__name__
+
+
+def check_positions(model, max_seq_len: int) -> None:
+    """Refuse a max_seq_len longer than the model has position embeddings for (inputs that long
+    would fail inside the model)."""
+    positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if isinstance(positions, int) and max_seq_len > positions:
+        raise AdapterkitError(f"--max-seq-len {max_seq_len} is longer than the model's {positions} positions; "
+                              f"use at most {positions}")

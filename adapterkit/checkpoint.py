@@ -54,13 +54,18 @@ def save_checkpoint(path: Path, model, optimizer, scheduler, full_finetune: bool
     _remove(old)
 
 
-def recover_checkpoint(path: Path) -> Path | None:
-    """After any crash: the newest complete checkpoint moved to `path` (others removed), or None."""
+def recover_checkpoint(path: Path, resume: bool = False) -> Path | None:
+    """After any crash: the newest complete checkpoint moved to `path` (others removed), or None.
+    With `resume`, folders that are all incomplete are an error (kept, for the user to look at),
+    not a silent fresh start."""
     path = Path(path)
     candidates = [p for p in (path, _sibling(path, "tmp"), _sibling(path, "old")) if p.exists()]
     complete = [(progress_of(p), p) for p in candidates]
     complete = [(key, p) for key, p in complete if key is not None]
     if not complete:
+        if resume and candidates:
+            raise AdapterkitError(f"{path}: no complete checkpoint to resume from ({_problem(candidates[0])}); "
+                                  "remove the checkpoint folders to start the run over")
         for p in candidates:
             _remove(p)
         return None
@@ -87,6 +92,16 @@ def progress_of(folder: Path) -> tuple[int, int] | None:
     return meta["progress"]["epoch"], meta["progress"]["step"]
 
 
+def _problem(folder: Path) -> str:
+    try:
+        read_json(folder / STATE, "a checkpoint state", schema=_STATE_SCHEMA)
+        safetensors_header(folder / WEIGHTS, name=str(folder / WEIGHTS))
+        safetensors_header(folder / OPTIMIZER, name=str(folder / OPTIMIZER))
+    except (FileFormatError, OSError) as e:
+        return str(e)
+    return "unreadable"
+
+
 def load_checkpoint(path: Path, model, optimizer, scheduler, full_finetune: bool) -> dict:
     path = Path(path)
     meta = read_json(path / STATE, "a checkpoint state", schema=_STATE_SCHEMA)
@@ -108,7 +123,7 @@ def load_checkpoint(path: Path, model, optimizer, scheduler, full_finetune: bool
 def check_resume(path: Path, model, full_finetune: bool) -> None:
     """Refuse, before anything is written, a checkpoint whose tensors do not fit `model` (a
     resume with other settings) or that is corrupt; no checkpoint at all is fine."""
-    if recover_checkpoint(path):
+    if recover_checkpoint(path, resume=True):
         weights = read_safetensors(Path(path) / WEIGHTS)
         _check_fits(path, weights, model.state_dict() if full_finetune else trainable_state_dict(model))
 

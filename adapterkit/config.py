@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, Union
 
@@ -12,6 +13,21 @@ Sharing = Union[int, str]  # N (layers per group), "all" or "none"
 ACTIVATIONS = ("gelu", "relu", "swish", "silu", "tanh")
 PLACEMENTS = ("houlsby", "pfeiffer")
 INITS = ("zero", "houlsby")
+
+
+def check_number(name: str, value: Any, minimum: float | None = None, above: float | None = None,
+                 maximum: float | None = None, below: float | None = None, integer: bool = False) -> Any:
+    """`value` when it is a finite number (an integer if asked) within the bounds given; otherwise
+    an AdapterkitError naming `name` (NaN and infinities are always refused)."""
+    kind = "an integer" if integer else "a finite number"
+    ok = isinstance(value, int) if integer else isinstance(value, (int, float))
+    if isinstance(value, bool) or not ok or (not integer and not math.isfinite(value)):
+        raise AdapterkitError(f"{name} must be {kind}, got {value!r}")
+    for bound, fails, words in ((minimum, lambda b: value < b, ">="), (above, lambda b: value <= b, ">"),
+                                (maximum, lambda b: value > b, "<="), (below, lambda b: value >= b, "<")):
+        if bound is not None and fails(bound):
+            raise AdapterkitError(f"{name} must be {words} {bound:g}, got {value!r}")
+    return value
 
 
 def parse_sharing(value: Any) -> Sharing:
@@ -69,8 +85,9 @@ class BottleneckConfig:
             raise AdapterkitError("give bottleneck_dim or reduction_factor, not both")
         if self.bottleneck_dim is not None and (not isinstance(self.bottleneck_dim, int) or self.bottleneck_dim <= 0):
             raise AdapterkitError(f"bottleneck_dim must be a positive integer, got {self.bottleneck_dim!r}")
-        if self.reduction_factor is not None and self.reduction_factor <= 0:
-            raise AdapterkitError(f"reduction_factor must be > 0, got {self.reduction_factor!r}")
+        if self.reduction_factor is not None:
+            check_number("reduction_factor", self.reduction_factor, above=0)
+        check_number("scaling", self.scaling)
         if self.bottleneck_dim is None and self.reduction_factor is None:
             self.bottleneck_dim = 64
         _check_choice("activation", self.activation, ACTIVATIONS)
@@ -81,12 +98,12 @@ class BottleneckConfig:
             raise AdapterkitError(f"top_n must be >= 1, got {self.top_n}")
         if self.layers is not None and (self.top_n is not None):
             raise AdapterkitError("give layers or top_n, not both")
-        if not 0.0 <= self.dropout < 1.0:
-            raise AdapterkitError(f"dropout must be in [0, 1), got {self.dropout}")
+        check_number("dropout", self.dropout, minimum=0.0, below=1.0)
         if self.targets is not None:
             unknown = set(self.targets) - {"layers", "attn", "ffn"}
             if unknown:
                 raise AdapterkitError(f"targets keys must be 'layers', 'attn', 'ffn'; got {sorted(unknown)}")
+            _check_patterns(self.targets)
 
     def bottleneck_for(self, hidden: int) -> int:
         if self.bottleneck_dim is not None:
@@ -106,6 +123,18 @@ class BottleneckConfig:
         if unknown:
             raise AdapterkitError(f"unknown adapter config fields: {sorted(unknown)}")
         return cls(**data)
+
+
+def _check_patterns(targets: dict) -> None:
+    import re
+
+    for key, pattern in targets.items():
+        if not isinstance(pattern, str):
+            raise AdapterkitError(f"targets[{key!r}] must be a regular expression string, got {pattern!r}")
+        try:
+            re.compile(pattern)
+        except re.error as e:
+            raise AdapterkitError(f"targets[{key!r}] = {pattern!r} is not a valid regular expression ({e})") from None
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

@@ -1,13 +1,13 @@
 """Batching, evaluation and prediction for sequence-classification models (adapters or not)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
 from adapterkit import backbone
 from adapterkit.errors import AdapterkitError
+from adapterkit.files import read_json
 
 
 def make_batches(rows, batch_size: int, pad_id: int, regression: bool, seed: int | None = None):
@@ -45,6 +45,11 @@ def evaluate(model, rows, task, batch_size: int = 128, pad_id: int = 0) -> dict[
     return compute_metrics(task, logits.numpy(), rows["labels"])
 
 
+RUN_SCHEMA = {"task?": (str, None), "full_finetune?": bool, "model?": (str, None), "max_seq_len?": int,
+              "data_dir?": (str, None), "attention?": (str, None), "rsa?": (dict, None),
+              "precision?": str, "backbone_dtype?": str}
+
+
 def load_run(folder: str | Path, task_name: str | None = None, precision: str | None = None, note=print):
     """(model, tokenizer, task, run_config) from an `adapterkit train` output folder or a bare
     adapter folder (then the backbone named in its adapterkit_config.json is used).
@@ -59,7 +64,7 @@ def load_run(folder: str | Path, task_name: str | None = None, precision: str | 
     folder = Path(folder)
     if not folder.is_dir():
         raise AdapterkitError(f"{folder}: no such folder")
-    run = json.loads((folder / "run_config.json").read_text()) if (folder / "run_config.json").exists() else {}
+    run = read_json(folder / "run_config.json", "a run config", schema=RUN_SCHEMA) if (folder / "run_config.json").exists() else {}
     name = task_name or run.get("task")
     if name is None:
         raise AdapterkitError(f"{folder} has no run_config.json: pass --task")

@@ -15,7 +15,7 @@ import math
 import os
 import struct
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from adapterkit.errors import AdapterkitError
 
@@ -59,6 +59,25 @@ def decode_text(data: bytes, path: str | os.PathLike, what: str = "file") -> str
 
 def read_text(path: str | os.PathLike, what: str = "text file", max_bytes: int = MAX_TEXT_BYTES) -> str:
     return decode_text(read_bytes(path, what, max_bytes), path, what)
+
+
+def text_lines(path: str | os.PathLike, what: str = "text file", newline: str | None = None) -> Iterator[tuple[int, str]]:
+    """(1-based number, line) of a UTF-8 text file, streamed; a folder, a missing or unreadable
+    file, or bytes that are not UTF-8 (at any line) are a FileFormatError naming the file."""
+    path = Path(path)
+    if path.is_dir():
+        raise FileFormatError(f"{path}: is a folder, expected {what}")
+    number = 0
+    try:
+        with open(path, encoding="utf-8-sig", newline=newline) as f:
+            for number, line in enumerate(f, start=1):
+                yield number, line
+    except FileNotFoundError:
+        raise FileFormatError(f"{path}: no such file ({what})") from None
+    except PermissionError:
+        raise FileFormatError(f"{path}: permission denied (reading {what})") from None
+    except UnicodeDecodeError:
+        raise FileFormatError(f"{path}:{number + 1}: not UTF-8 text; {what} must be UTF-8 (binary file?)") from None
 
 
 def parse_json(text: str | bytes, where: str, schema: Any = None, allow_nan: bool = True,

@@ -96,13 +96,18 @@ def save_adapter(model: nn.Module, name: str, path: str | os.PathLike, include_h
     return path
 
 
+# What load_adapter relies on in adapterkit_config.json (checked before use: one clear error).
+MANIFEST_SCHEMA = {"name": str, "config": dict, "base_model": {"hidden_size?": (int, None), "num_layers?": (list, None)},
+                   "sites": [{"path": str, "hidden": int}], "groups?": dict, "head?": [str]}
+
+
 def read_manifest(path: str | os.PathLike) -> dict:
     path = Path(path)
     config_path = path / CONFIG_FILE
     if not config_path.is_file():
         what = "folder" if path.is_dir() else "path"
         raise AdapterkitError(f"{path}: not an adapterkit adapter ({what} has no {CONFIG_FILE})")
-    return read_manifest_json(config_path, FORMAT, FORMAT_VERSION, "an adapterkit adapter config")
+    return read_manifest_json(config_path, FORMAT, FORMAT_VERSION, "an adapterkit adapter config", MANIFEST_SCHEMA)
 
 
 def load_adapter(model: nn.Module, path: str | os.PathLike, name: str | None = None, activate: bool = True,

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from adapterkit.atomic import write_json, write_text
+from adapterkit.atomic import write_text
 from adapterkit.checkpoint import load_checkpoint, recover_checkpoint, save_checkpoint
 from adapterkit.data.encode import batches
 from adapterkit.progress import progress as progress_bar
@@ -124,7 +124,7 @@ def fit(model, task, runner, cfg: LoopSettings, out: Path, progress=None, log=pr
     total = min(cfg.max_steps or math.inf, cfg.epochs * steps_per_epoch)
     scheduler = linear_schedule(optimizer, int(total * cfg.warmup_ratio), total)
     state, start_epoch = _State(), 0
-    if cfg.resume and recover_checkpoint(out / "checkpoint"):
+    if cfg.resume and recover_checkpoint(out / "checkpoint", resume=True):
         saved = load_checkpoint(out / "checkpoint", model, optimizer, scheduler, cfg.full_finetune)
         state.history, state.step, start_epoch = saved["history"], saved["step"], saved["epoch"] + 1
         state.best = max(state.history, key=lambda h: task.score(h["dev"]), default=None)

@@ -25,7 +25,7 @@ import torch
 
 from adapterkit import backbone
 from adapterkit.atomic import write_json
-from adapterkit.config import BottleneckConfig
+from adapterkit.config import BottleneckConfig, check_number
 from adapterkit.errors import AdapterkitError
 from adapterkit.model import add_adapter, count_parameters, train_adapter
 from adapterkit.precision import check_names as check_precision, resolve as resolve_precision
@@ -71,12 +71,25 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model's forward and backward (adapterkit.speed)
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "max_seq_len", "eval_batch_size", "gradient_accumulation_steps"):
-            if getattr(self, name) < 1:
-                raise AdapterkitError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("epochs", "batch_size", "eval_batch_size", "gradient_accumulation_steps"):
+            check_number(name, getattr(self, name), minimum=1, integer=True)
+        check_number("max_seq_len", self.max_seq_len, minimum=2, integer=True)  # room for [CLS] and [SEP]
         for name in ("max_steps", "eval_steps", "early_stopping_patience"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise AdapterkitError(f"{name} must be >= 1, got {getattr(self, name)}")
+            if getattr(self, name) is not None:
+                check_number(name, getattr(self, name), minimum=1, integer=True)
+        check_number("warmup_ratio", self.warmup_ratio, minimum=0.0, maximum=1.0)
+        check_number("weight_decay", self.weight_decay, minimum=0.0)
+        check_number("bucket_mb", self.bucket_mb, above=0.0)
+        from adapterkit.dist.strategies import strategy_names
+
+        if self.strategy not in strategy_names():
+            raise AdapterkitError(f"strategy must be one of {', '.join(strategy_names())}; got {self.strategy!r}")
+        from adapterkit.dist.compression import Compression
+
+        try:
+            Compression.parse(self.compression)
+        except ValueError as e:
+            raise AdapterkitError(f"--compression {self.compression!r}: {e}") from None
         if self.task_type is not None:
             if self.data is None:
                 raise AdapterkitError(f"task type {self.task_type} needs data files (--train-file)")
@@ -84,8 +97,8 @@ class TrainConfig:
 
             get_task_type(self.task_type)  # refuses an unknown type before any work
         check_precision(self.precision, self.backbone_dtype)
-        if self.lr is not None and not self.lr > 0:
-            raise AdapterkitError(f"lr must be > 0, got {self.lr}")
+        if self.lr is not None:
+            check_number("lr", self.lr, above=0.0)
         if self.lr is None:
             self.lr = FULL_LR if self.full_finetune else ADAPTER_LR
         if self.output is None:
@@ -131,6 +144,7 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> dict:
     task = _load_task(cfg, tokenizer)
     torch.manual_seed(cfg.seed)  # every rank initialises adapters and head identically
     model = precision.prepare(_build_model(task, cfg))
+    backbone.check_positions(model, cfg.max_seq_len)
     apply_speed_options(model, cfg.gradient_checkpointing, cfg.compile)
     runner = DistRunner(model, cfg.strategy, cfg.compression, cfg.bucket_mb) if distributed else \
         LocalRunner(model, precision)

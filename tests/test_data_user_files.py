@@ -35,7 +35,7 @@ def test_predict_without_task_detects_pairs(tmp_path):
 
 
 @pytest.mark.parametrize("name,content,message", [
-    ("a.jsonl", '{"text": "ok"}\n{"text": "cut\n', r"a.jsonl:2: invalid JSON"),
+    ("a.jsonl", '{"text": "ok"}\n{"text": "cut\n', r"a.jsonl:2: not valid JSON"),
     ("b.jsonl", '{"text": "ok"}\n[1, 2]\n', r"b.jsonl:2: expected a JSON object, got list"),
     ("c.jsonl", '{"text": "ok"}\n{"text": 3}\n', r"c.jsonl:2: column 'text' must be a string"),
     ("d.tsv", "sentence\nok\nfine\textra\n", r"d.tsv:3: expected 1 tab-separated columns, found 2"),

@@ -84,7 +84,7 @@ def test_layer_maps():
     assert layer_map("last", 2, 6) == [5, 6]
     assert layer_map("bottom", 2, 6) == [1, 2]
     assert layer_map([2, 5], 2, 6) == [2, 5]
-    with pytest.raises(ValueError):
+    with pytest.raises(AdapterkitError):
         layer_map([7, 8], 2, 6)
 
 

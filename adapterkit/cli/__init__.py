@@ -42,8 +42,14 @@ def _root(
 _COMMAND_MODULES = ["plan", "train", "hub", "info", "transfer", "distill", "multitask", "interop", "serve"]
 
 
+_registered: list[str] = []
+
+
 def _register_all() -> None:
+    """Add every command group to `app`, once (main() may run many times in one process)."""
     for name in _COMMAND_MODULES:
+        if name in _registered:
+            continue
         try:
             module = importlib.import_module(f"adapterkit.cli.{name}")
         except ModuleNotFoundError as e:
@@ -51,6 +57,7 @@ def _register_all() -> None:
                 continue  # that command group is not part of this build
             raise
         module.register(app)
+        _registered.append(name)
 
 
 def main(argv: list[str] | None = None) -> None:

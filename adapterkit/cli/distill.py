@@ -53,7 +53,7 @@ def distill(
     if method not in METHODS:
         raise AdapterkitError(f"--method must be one of {', '.join(METHODS)}; got {method!r}")
     check_output(output, overwrite, inputs=[teacher] if teacher else [], folder=True)
-    cfg = KDConfig(method=method, temperature=temperature or (1.0 if method in ("tinybert", "metakd") else 2.0),
+    cfg = KDConfig(method=method, temperature=temperature if temperature is not None else (1.0 if method in ("tinybert", "metakd") else 2.0),
                    alpha=alpha, beta=beta, layer_map=_layer_map(layer_map), epochs=epochs, lr=lr,
                    batch_size=batch_size, seed=seed)
     if method == "metakd":

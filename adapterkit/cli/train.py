@@ -62,10 +62,7 @@ def train(
     from adapterkit.dist import maybe_launch
     from adapterkit.training import TrainConfig, train as run_training
 
-    if maybe_launch(sys.argv[1:], nproc, nnodes):
-        typer.echo(f"{nproc} workers finished; outputs in {output or 'runs/'}")
-        return  # the workers ran the job; rank 0 wrote the outputs
-
+    # every setting is checked here, before workers start or anything is trained
     adapter = opt.adapter_config(sharing, bottleneck, reduction_factor, placement, layers, leave_out, train_layer_norms)
     cfg = TrainConfig(task=task, model=model, adapter=adapter, full_finetune=full_finetune, epochs=epochs,
                       max_steps=max_steps, lr=lr, batch_size=batch_size, max_seq_len=max_seq_len, seed=seed,
@@ -74,6 +71,15 @@ def train(
                       backbone_dropout=backbone_dropout, strategy=strategy, compression=compression,
                       bucket_mb=bucket_mb, precision=precision, backbone_dtype=backbone_dtype,
                       gradient_checkpointing=gradient_checkpointing, compile=compile)
+    if push:
+        from adapterkit.hub.refs import parse_ref
+
+        parse_ref(push, allow_version=False)  # a bad --push reference is refused before training, not after
+
+    if maybe_launch(sys.argv[1:], nproc, nnodes):
+        typer.echo(f"{nproc} workers finished; outputs in {output or 'runs/'}")
+        return  # the workers ran the job; rank 0 wrote the outputs
+
     metrics = run_training(cfg, progress=not quiet)
     if not metrics:
         return  # a worker other than rank 0
@@ -97,9 +103,12 @@ def eval_(
     """Score a saved adapter on a GLUE split and print the task's metrics."""
     from adapterkit.data import encode, load_glue
     from adapterkit.evaluation import evaluate, load_run
+    from adapterkit.backbone import check_positions
     from adapterkit.precision import run_autocast
 
+    _check_sizes(max_seq_len, batch_size)
     model, tokenizer, task_, run = load_run(adapter, task, precision, note=typer.echo)
+    check_positions(model, max_seq_len or run.get("max_seq_len", 128))
     rows = encode(load_glue(task_, split, data_dir or run.get("data_dir")), tokenizer, task_,
                   max_seq_len or run.get("max_seq_len", 128))
     with run_autocast(run):
@@ -130,6 +139,7 @@ def predict(
     if output.suffix not in (".jsonl", ".tsv"):
         raise AdapterkitError(f"--output {output}: use a .jsonl or .tsv file name")
     check_output(output, overwrite, inputs=[input])
+    _check_sizes(max_seq_len, batch_size)
     if server:
         from adapterkit.cli.serve import predict_remote
 
@@ -140,6 +150,9 @@ def predict(
         typer.echo(f"wrote {len(records)} predictions to {output}")
         return
     model, tokenizer, task_, run = load_run(adapter, task, precision, note=typer.echo)
+    from adapterkit.backbone import check_positions
+
+    check_positions(model, max_seq_len or run.get("max_seq_len", 128))
     data = read_predict_file(input, task_)
     rows = encode(data.select_columns([c for c in ("text_a", "text_b") if c in data.column_names]), tokenizer, None,
                   max_seq_len or run.get("max_seq_len", 128))
@@ -154,6 +167,14 @@ def predict(
             records.append({"label": task_.labels[k], "label_id": k, "probability": float(logit.softmax(-1)[k])})
     _write_predictions(output, records)
     typer.echo(f"wrote {len(records)} predictions to {output}")
+
+
+def _check_sizes(max_seq_len: int | None, batch_size: int) -> None:
+    from adapterkit.config import check_number
+
+    if max_seq_len is not None:
+        check_number("--max-seq-len", max_seq_len, minimum=2, integer=True)
+    check_number("--batch-size", batch_size, minimum=1, integer=True)
 
 
 def _attention(name: str | None) -> str | None:

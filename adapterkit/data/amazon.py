@@ -51,31 +51,32 @@ def resolve_amazon_dir(data_dir: str | Path | None = None) -> Path:
 
 def parse_reviews(path: str | Path) -> list[dict]:
     """Every review of one Blitzer file as a dict of its tags (title, review_text, rating, ...)."""
+    from adapterkit.files import text_lines
+
     path = Path(path)
     reviews, current, tag, lines = [], None, None, []
-    with open(path, encoding="utf-8") as f:
-        for number, raw in enumerate(f, start=1):
-            line = raw.rstrip("\n")
-            stripped = line.strip()
-            if stripped == "<review>":
-                current = {}
-            elif stripped == "</review>":
-                if current is None or tag is not None:
-                    raise AdapterkitError(f"{path}:{number}: </review> without an open, complete <review>")
-                reviews.append(current)
-                current = None
-            elif current is None:
-                if stripped:
-                    raise AdapterkitError(f"{path}:{number}: text outside a <review> block")
-            elif tag is None and stripped.startswith("<") and stripped.endswith(">"):
-                tag, lines = stripped[1:-1], []
-            elif tag is not None and stripped == f"</{tag}>":
-                current[tag] = html.unescape("\n".join(lines).strip())
-                tag = None
-            elif tag is not None:
-                lines.append(line)
-            elif stripped:
-                raise AdapterkitError(f"{path}:{number}: text outside a tag in a review")
+    for number, raw in text_lines(path, "an Amazon review file"):
+        line = raw.rstrip("\n")
+        stripped = line.strip()
+        if stripped == "<review>":
+            current = {}
+        elif stripped == "</review>":
+            if current is None or tag is not None:
+                raise AdapterkitError(f"{path}:{number}: </review> without an open, complete <review>")
+            reviews.append(current)
+            current = None
+        elif current is None:
+            if stripped:
+                raise AdapterkitError(f"{path}:{number}: text outside a <review> block")
+        elif tag is None and stripped.startswith("<") and stripped.endswith(">"):
+            tag, lines = stripped[1:-1], []
+        elif tag is not None and stripped == f"</{tag}>":
+            current[tag] = html.unescape("\n".join(lines).strip())
+            tag = None
+        elif tag is not None:
+            lines.append(line)
+        elif stripped:
+            raise AdapterkitError(f"{path}:{number}: text outside a tag in a review")
     if current is not None:
         raise AdapterkitError(f"{path}: last <review> is not closed")
     return reviews

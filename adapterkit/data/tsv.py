@@ -22,11 +22,12 @@ from adapterkit.errors import AdapterkitError
 
 def iter_tsv_lines(path: Path) -> Iterator[tuple[int, list[str]]]:
     """Yield (1-based line number, fields) for each non-empty line of `path`."""
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        for number, line in enumerate(f, start=1):
-            line = line.rstrip("\n").rstrip("\r")
-            if line:
-                yield number, line.split("\t")
+    from adapterkit.files import text_lines
+
+    for number, line in text_lines(path, "a TSV file", newline=""):
+        line = line.rstrip("\n").rstrip("\r")
+        if line:
+            yield number, line.split("\t")
 
 
 def parse_label(task: GlueTask, value: str, where: str) -> int | float:

@@ -7,7 +7,6 @@ Every error names the file and the 1-based line.
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -52,17 +51,15 @@ def _iter_tsv(path: Path) -> Iterator[tuple[int, dict]]:
 
 
 def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
-    with open(path, encoding="utf-8-sig") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise AdapterkitError(f"{path}:{number}: invalid JSON ({e.msg})") from None
-            if not isinstance(record, dict):
-                raise AdapterkitError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
-            yield number, record
+    from adapterkit.files import parse_json, text_lines
+
+    for number, line in text_lines(path, "a JSONL file"):
+        if not line.strip():
+            continue
+        record = parse_json(line, f"{path}:{number}")
+        if not isinstance(record, dict):
+            raise AdapterkitError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
+        yield number, record
 
 
 def _text_columns(keys: Sequence[str], pair: bool | None, where: str) -> tuple[str, ...]:

@@ -13,7 +13,6 @@ A version id is the sha256 of the sorted `sha256sum`-style listing of the files
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path

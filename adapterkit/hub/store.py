@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from adapterkit.files import FileFormatError, read_json
 from adapterkit.hub.card import build_card
 from adapterkit.hub.errors import Busy, HubError, IntegrityError, InvalidName, NotFound, TooLarge
 from adapterkit.hub.files import FileEntry, check_content, check_entries, read_chunks, version_id
@@ -140,7 +141,7 @@ class FolderStore:
         path = self._repo_dir(repo) / "tags.json"
         if not self.check_root(create=False) or not path.is_file():
             raise NotFound(f"no repository {repo} on {self.describe()}")
-        return json.loads(path.read_text())
+        return _read(path, f"tags of {repo}", _TAGS)
 
     def resolve(self, ref: Ref) -> str:
         """The full version id a tag or version prefix names."""
@@ -164,11 +165,11 @@ class FolderStore:
 
     def card(self, repo: str, version: str) -> dict:
         full = self._find_version(repo, version)
-        return json.loads((self._repo_dir(repo) / "versions" / f"{full}.json").read_text())
+        return _read(self._repo_dir(repo) / "versions" / f"{full}.json", f"card of {repo}@{full[:12]}", dict)
 
     def repo_info(self, repo: str) -> dict:
         tags = self.tags(repo)
-        cards = [json.loads(p.read_text()) for p in (self._repo_dir(repo) / "versions").glob("*.json")]
+        cards = [_read(p, f"card of {repo}", _CARD) for p in (self._repo_dir(repo) / "versions").glob("*.json")]
         by_version: dict[str, list[str]] = {}
         for tag, v in sorted(tags.items()):
             by_version.setdefault(v, []).append(tag)
@@ -188,7 +189,7 @@ class FolderStore:
             if pattern and not fnmatch.fnmatchcase(repo, pattern):
                 continue
             count = sum(1 for _ in (tags_file.parent / "versions").glob("*.json"))
-            out.append({"repo": repo, "tags": json.loads(tags_file.read_text()), "num_versions": count})
+            out.append({"repo": repo, "tags": _read(tags_file, f"tags of {repo}", _TAGS), "num_versions": count})
         return out
 
     def has_blob(self, sha256: str) -> bool:
@@ -268,14 +269,14 @@ class FolderStore:
         """Write a card once; a version that exists keeps its first card (versions are immutable)."""
         final = self._repo_dir(repo) / "versions" / f"{card['version']}.json"
         if final.is_file():  # identical content pushed again
-            return json.loads(final.read_text())
+            return _read(final, f"card of {repo}", dict)
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.with_name(f".{final.name}.{secrets.token_hex(4)}")
         _write_json(tmp, card)
         try:
             os.link(tmp, final)
         except FileExistsError:
-            card = json.loads(final.read_text())
+            card = _read(final, f"card of {repo}", dict)
         finally:
             tmp.unlink()
         return card
@@ -283,7 +284,7 @@ class FolderStore:
     def _update_tags(self, repo: str, moves: dict[str, str | None]) -> dict[str, str]:
         """Apply tag moves (None deletes); caller holds the repository lock."""
         path = self._repo_dir(repo) / "tags.json"
-        tags = json.loads(path.read_text()) if path.is_file() else {}
+        tags = _read(path, f"tags of {repo}", _TAGS) if path.is_file() else {}
         for tag, version in moves.items():
             if version is None:
                 tags.pop(tag, None)
@@ -314,6 +315,22 @@ class FolderStore:
             with contextlib.suppress(OSError):
                 if path.stat().st_mtime < cutoff:
                     shutil.rmtree(path, ignore_errors=True)
+
+
+_TAGS: dict = {}  # an object; tag -> version id strings (checked in _read)
+_CARD = {"version": str, "created?": (str, None), "size?": (int, None)}
+
+
+def _read(path: Path, what: str, schema) -> dict:
+    """A hub JSON file through the shared validation layer; a corrupt one is an IntegrityError
+    naming it (a hub edited or damaged by hand), never a traceback."""
+    try:
+        value = read_json(path, what, schema=schema, max_bytes=16 << 20)
+        if schema is _TAGS and not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+            raise FileFormatError(f"{path}: tags must map names to version ids")
+        return value
+    except FileFormatError as e:
+        raise IntegrityError(f"corrupt {what} (damaged or edited by hand): {e}") from None
 
 
 def lock_timeout() -> float:

@@ -16,6 +16,7 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
+from adapterkit.config import check_number
 from adapterkit.errors import AdapterkitError
 from adapterkit.transfer.common import batches, cycle, fit, model_inputs, predict
 from adapterkit.transfer.kd_losses import KD_METHODS, KDContext, layer_map
@@ -48,14 +49,12 @@ class KDConfig:
 
         if self.method not in KD_METHODS:
             raise AdapterkitError(f"unknown distillation method {self.method!r}; known: {', '.join(sorted(KD_METHODS))}")
-        if self.temperature <= 0:
-            raise AdapterkitError(f"temperature must be > 0, got {self.temperature}")
-        if not 0.0 <= self.alpha <= 1.0:
-            raise AdapterkitError(f"alpha must be in [0, 1], got {self.alpha}")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise AdapterkitError("epochs and batch_size must be >= 1")
-        if self.lr <= 0:
-            raise AdapterkitError(f"lr must be > 0, got {self.lr}")
+        check_number("temperature", self.temperature, above=0.0)
+        check_number("alpha", self.alpha, minimum=0.0, maximum=1.0)
+        check_number("beta", self.beta, minimum=0.0)
+        check_number("epochs", self.epochs, minimum=1, integer=True)
+        check_number("batch_size", self.batch_size, minimum=1, integer=True)
+        check_number("lr", self.lr, above=0.0)
         if self.train not in TRAINABLE:
             raise AdapterkitError(f"train must be one of {TRAINABLE}, got {self.train!r}")
 

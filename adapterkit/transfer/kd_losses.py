@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
+
+from adapterkit.errors import AdapterkitError
 import torch.nn.functional as F
 from torch import nn
 
@@ -70,7 +72,7 @@ def layer_map(kind: str | list[int], n_student: int, n_teacher: int) -> list[int
     """Teacher layer (1-based) for each student layer 1..n_student."""
     if isinstance(kind, (list, tuple)):
         if len(kind) != n_student or not all(1 <= k <= n_teacher for k in kind):
-            raise ValueError(f"layer_map {kind} must give {n_student} teacher layers in 1..{n_teacher}")
+            raise AdapterkitError(f"layer_map {kind} must give {n_student} teacher layers in 1..{n_teacher}")
         return list(kind)
     if kind in ("skip", "uniform"):
         return [j * n_teacher // n_student for j in range(1, n_student + 1)]
@@ -78,7 +80,7 @@ def layer_map(kind: str | list[int], n_student: int, n_teacher: int) -> list[int
         return [n_teacher - n_student + j for j in range(1, n_student + 1)]
     if kind == "bottom":
         return list(range(1, n_student + 1))
-    raise ValueError(f"layer_map must be 'skip', 'last', 'bottom' or a list of layers, got {kind!r}")
+    raise AdapterkitError(f"layer_map must be 'skip', 'last', 'bottom' or a list of layers, got {kind!r}")
 
 
 def soft_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -54,6 +54,12 @@ class TransferSpec:
             raise AdapterkitError(f"target {self.target!r} is also a source domain")
         if self.target_shots is not None and self.target_shots < 2:
             raise AdapterkitError(f"target_shots must be >= 2, got {self.target_shots}")
+        from adapterkit.config import check_number
+
+        for name in ("epochs", "batch_size", "bottleneck_dim"):
+            check_number(name, getattr(self, name), minimum=1, integer=True)
+        check_number("max_seq_len", self.max_seq_len, minimum=2, integer=True)
+        check_number("lr", self.lr, above=0.0)
 
 
 def register_algorithm(name: str, needs_sources: bool = True) -> Callable[[Algorithm], Algorithm]:

@@ -92,7 +92,12 @@ class TagBody(BaseModel):
 
 def read_tokens(token_file: str | Path) -> list[str]:
     """Tokens from a file, one a line; blank lines and `#` comments are ignored."""
-    lines = Path(token_file).read_text(encoding="utf-8").splitlines()
+    from adapterkit.files import FileFormatError, read_text
+
+    try:
+        lines = read_text(token_file, "a token file", max_bytes=1 << 20).splitlines()
+    except FileFormatError as e:
+        raise HubError(str(e)) from None
     tokens = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
     if not tokens:
         raise HubError(f"token file {token_file} holds no token")
