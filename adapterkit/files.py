@@ -77,7 +77,22 @@ def text_lines(path: str | os.PathLike, what: str = "text file", newline: str | 
     except PermissionError:
         raise FileFormatError(f"{path}: permission denied (reading {what})") from None
     except UnicodeDecodeError:
-        raise FileFormatError(f"{path}:{number + 1}: not UTF-8 text; {what} must be UTF-8 (binary file?)") from None
+        bad = _first_bad_line(path) or number + 1  # the decoder reads ahead: find the line itself
+        raise FileFormatError(f"{path}:{bad}: not UTF-8 text; {what} must be UTF-8 (binary file?)") from None
+
+
+def _first_bad_line(path: Path) -> int | None:
+    """The number of the first line of `path` that is not UTF-8 (a slow path, for error messages)."""
+    import codecs
+
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    with open(path, "rb") as f:
+        for number, line in enumerate(f, start=1):
+            try:
+                decoder.decode(line)
+            except UnicodeDecodeError:
+                return number
+    return None
 
 
 def parse_json(text: str | bytes, where: str, schema: Any = None, allow_nan: bool = True,

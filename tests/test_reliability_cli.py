@@ -85,3 +85,118 @@ def test_distill_export_import_refuse_existing_outputs(capsys, run_dir, tmp_path
 @pytest.mark.parametrize("algorithm", ["fs", "mixed", "sequential"])
 def test_transfer_algorithms_that_learn_from_sources_refuse_to_run_without(capsys, algorithm):
     refused(capsys, "transfer", "run", algorithm, "--quick", "--target", "kitchen", match="give --source")
+
+
+# -- each command's bad values: refused with one line, before any work ----------------------
+TRAIN = ["train", "--task", "rte", "--max-steps", 1, "--batch-size", 8, "--max-seq-len", 32, "--bottleneck", 4, "--quiet"]
+
+
+def _with(args, flag, value):
+    args = list(args)
+    if flag in args:
+        args[args.index(flag) + 1] = value
+    else:
+        args += [flag, value]
+    return args
+
+
+@pytest.mark.parametrize("flag, value, match", [
+    ("--batch-size", "0", "batch_size must be >= 1"), ("--batch-size", "-1", "batch_size"),
+    ("--max-seq-len", "0", "max_seq_len"), ("--max-seq-len", "1", "max_seq_len"),
+    ("--lr", "inf", "lr must be a finite number"), ("--lr", "nan", "lr"), ("--lr", "0", "lr must be > 0"),
+    ("--epochs", "0", "epochs"), ("--max-steps", "0", "max_steps"), ("--bottleneck", "0", "bottleneck"),
+    ("--strategy", "bogus", "strategy must be one of"), ("--compression", "bogus", "--compression"),
+    ("--bucket-mb", "nan", "bucket_mb"), ("--bucket-mb", "0", "bucket_mb"), ("--push", "bad ref!", "bad ref!"),
+])
+def test_train_refuses_bad_values_before_loading_anything(capsys, tmp_path, flag, value, match):
+    # --model names nothing that exists: the value must be refused before the model is looked at
+    args = _with(TRAIN, flag, value) + ["--model", tmp_path / "no-model", "--output", tmp_path / "out"]
+    refused(capsys, *args, match=match)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "0", "-2"])
+def test_train_refuses_bad_reduction_factors(capsys, tmp_path, value):
+    args = [a for a in TRAIN if a not in ("--bottleneck", 4)] + ["--reduction-factor", value]
+    refused(capsys, *args, "--model", tmp_path / "no-model", "--output", tmp_path / "out", match="reduction_factor")
+
+
+def test_train_refuses_a_max_seq_len_beyond_the_model_positions(capsys, tiny_bert_dir, glue_dir, tmp_path):
+    args = _with(TRAIN, "--max-seq-len", "4096") + ["--model", tiny_bert_dir, "--data-dir", glue_dir, "--output", tmp_path / "o"]
+    refused(capsys, *args, match="longer than the model's 128 positions")
+
+
+@pytest.mark.parametrize("command", ["eval", "predict"])
+@pytest.mark.parametrize("flag, value, match", [("--max-seq-len", "0", "--max-seq-len"), ("--batch-size", "0", "--batch-size"),
+                                                ("--max-seq-len", "100000", "positions")])
+def test_eval_and_predict_refuse_bad_sizes(capsys, run_dir, glue_dir, tmp_path, command, flag, value, match):
+    where = (["--data-dir", glue_dir] if command == "eval"
+             else ["--input", _inputs(tmp_path / "in.jsonl"), "--output", tmp_path / "p.jsonl"])
+    refused(capsys, command, "--adapter", run_dir, *where, flag, value, match=match)
+    assert not (tmp_path / "p.jsonl").exists()
+
+
+@pytest.mark.parametrize("flag, value, match", [
+    ("--temperature", "0", "temperature must be > 0"), ("--temperature", "nan", "temperature"),
+    ("--alpha", "2", "alpha"), ("--alpha", "nan", "alpha"), ("--epochs", "0", "epochs"), ("--lr", "nan", "lr"),
+    ("--batch-size", "0", "batch_size"), ("--layer-map", "bogus", "layer_map"), ("--method", "x", "--method"),
+])
+def test_distill_refuses_bad_values(capsys, run_dir, tmp_path, flag, value, match):
+    args = ["distill", "--teacher", run_dir, "--student-layers", 1, "--train-limit", 8, "--epochs", 1, "--output", tmp_path / "s"]
+    refused(capsys, *_with(args, flag, value), match=match)
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("flag, value, match", [("--epochs", "0", "epochs"), ("--batch-size", "0", "batch_size"),
+                                                ("--max-seq-len", "0", "max_seq_len"), ("--lr", "nan", "lr"),
+                                                ("--target-shots", "1", "target_shots")])
+def test_transfer_refuses_bad_values(capsys, flag, value, match):
+    refused(capsys, "transfer", "run", "fs", "--quick", "--target", "kitchen", "--source", "books", flag, value, match=match)
+
+
+@pytest.mark.parametrize("flag, value, match", [("--port", "0", "--port"), ("--port", "70000", "--port"),
+                                                ("--max-upload-mb", "0", "--max-upload-mb"), ("--max-upload-mb", "nan", "--max-upload-mb"),
+                                                ("--log-level", "bogus", "--log-level")])
+def test_hub_serve_refuses_bad_settings_before_starting(capsys, tmp_path, flag, value, match):
+    refused(capsys, "hub", "serve", "--root", tmp_path / "hub", flag, value, match=match)
+
+
+def test_hub_serve_refuses_token_files_that_are_folders_or_binary(capsys, tmp_path):
+    binary = tmp_path / "tokens.bin"
+    binary.write_bytes(bytes(range(128, 256)))
+    refused(capsys, "hub", "serve", "--root", tmp_path / "hub", "--token-file", tmp_path, match="is a folder")
+    refused(capsys, "hub", "serve", "--root", tmp_path / "hub", "--token-file", binary, match="not UTF-8")
+
+
+def test_an_empty_or_corrupt_model_folder_is_one_line(capsys, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    refused(capsys, *TRAIN, "--model", empty, "--output", tmp_path / "o1", match="could not load")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_bytes(b"\xff\xfe{")
+    refused(capsys, *TRAIN, "--model", broken, "--output", tmp_path / "o2", match="config.json")
+
+
+@pytest.mark.parametrize("label, data, match", [("binary", b"\x80\xff" * 8, "not UTF-8"), ("deep", b"[" * 100_000, "nested"),
+                                                ("list", b"[1, 2]", "must be an object"), ("cut", b'{"format": "adapt', "not valid JSON")])
+def test_eval_of_a_corrupt_run_config_is_one_line(capsys, run_dir, glue_dir, tmp_path, label, data, match):
+    import shutil
+
+    folder = tmp_path / "run"
+    shutil.copytree(run_dir, folder)
+    (folder / "run_config.json").write_bytes(data)
+    refused(capsys, "eval", "--adapter", folder, "--data-dir", glue_dir, match=match)
+
+
+def test_resume_over_only_incomplete_checkpoints_is_an_error_not_a_fresh_start(capsys, run_dir, tiny_bert_dir, glue_dir, tmp_path):
+    import shutil
+
+    folder = tmp_path / "run"
+    shutil.copytree(run_dir, folder)
+    checkpoint = folder / "checkpoint"
+    assert checkpoint.is_dir()
+    (checkpoint / "state.json").write_bytes(b"{")
+    args = TRAIN + ["--model", tiny_bert_dir, "--data-dir", glue_dir, "--output", folder, "--resume"]
+    refused(capsys, *args, match="no complete checkpoint to resume from")
+    assert (checkpoint / "state.json").read_bytes() == b"{"  # kept for the user to look at
