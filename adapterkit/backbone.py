@@ -157,10 +157,10 @@ def _first_line(error: BaseException) -> str:
     return lines[0][:300] if lines else type(error).__name__
 
 
-def check_positions(model, max_seq_len: int) -> None:
+def check_positions(model, max_seq_len: int, flag: str = "--max-seq-len") -> None:
     """Refuse a max_seq_len longer than the model has position embeddings for (inputs that long
     would fail inside the model)."""
     positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
     if isinstance(positions, int) and max_seq_len > positions:
-        raise AdapterkitError(f"--max-seq-len {max_seq_len} is longer than the model's {positions} positions; "
+        raise AdapterkitError(f"{flag} {max_seq_len} is longer than the model's {positions} positions; "
                               f"use at most {positions}")

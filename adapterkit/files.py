@@ -324,6 +324,6 @@ def check_output(path: str | os.PathLike, overwrite: bool = False, inputs: Itera
         parent = parent.parent
     if not parent.is_dir():
         raise AdapterkitError(f"{flag} {path}: {parent} is a file, not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
+    if not os.access(parent, os.W_OK | os.X_OK, effective_ids=os.access in os.supports_effective_ids):
         raise AdapterkitError(f"{flag} {path}: cannot write in {parent} (permission denied)")
     return path

@@ -200,3 +200,22 @@ def test_resume_over_only_incomplete_checkpoints_is_an_error_not_a_fresh_start(c
     args = TRAIN + ["--model", tiny_bert_dir, "--data-dir", glue_dir, "--output", folder, "--resume"]
     refused(capsys, *args, match="no complete checkpoint to resume from")
     assert (checkpoint / "state.json").read_bytes() == b"{"  # kept for the user to look at
+
+
+@pytest.mark.parametrize("flag, value, match", [
+    ("--port", "0", "--port"), ("--port", "70000", "--port"), ("--max-batch-size", "0", "max_batch_size"),
+    ("--max-queue", "0", "max_queue"), ("--max-wait-ms", "nan", "max_wait_ms"), ("--max-wait-ms", "inf", "max_wait_ms"),
+    ("--max-wait-ms", "-1", "max_wait_ms"), ("--max-adapters", "0", "max_adapters"), ("--max-memory-mb", "0", "max_memory_mb"),
+    ("--max-memory-mb", "nan", "max_memory_mb"), ("--max-length", "1", "max_length"), ("--threads", "0", "threads"),
+    ("--replicas", "0", "--replicas"), ("--engine", "bogus", "--engine"), ("--adapter", "noequals", "NAME=REF"),
+])
+def test_serve_refuses_bad_settings_before_loading_a_model(capsys, tmp_path, flag, value, match):
+    refused(capsys, "serve", "--model", tmp_path / "no-model", flag, value, match=match)
+
+
+def test_serve_refuses_bad_token_files_and_a_max_length_beyond_the_positions(capsys, tmp_path, tiny_bert_dir):
+    binary = tmp_path / "token.bin"
+    binary.write_bytes(bytes(range(128, 256)))
+    refused(capsys, "serve", "--model", tiny_bert_dir, "--token-file", binary, match="not UTF-8")
+    refused(capsys, "serve", "--model", tiny_bert_dir, "--token-file", tmp_path, match="is a folder")
+    refused(capsys, "serve", "--model", tiny_bert_dir, "--max-length", "4096", match="longer than the model's 128 positions")

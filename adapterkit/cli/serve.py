@@ -33,8 +33,11 @@ def serve(
     replicas: Annotated[int, typer.Option("--replicas", help="With --engine ray: engine replicas.")] = 2,
 ) -> None:
     """Serve adapters over HTTP: predict, list, load/unload, health, readiness, Prometheus metrics."""
+    from adapterkit.config import check_number
     from adapterkit.serve.engine import EngineConfig
 
+    check_number("--port", port, minimum=1, maximum=65535, integer=True)
+    check_number("--replicas", replicas, minimum=1, integer=True)
     refs = parse_adapters(adapter)
     token = read_token(token_file) if token_file else None
     config = EngineConfig(model=model, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, max_queue=max_queue,
@@ -79,10 +82,9 @@ def parse_adapters(values: list[str]) -> dict[str, str]:
 
 
 def read_token(path: Path) -> str:
-    try:
-        token = path.read_text().strip()
-    except OSError as e:
-        raise AdapterkitError(f"--token-file {path}: {e.strerror}") from None
+    from adapterkit.files import read_text
+
+    token = read_text(path, "a token file", max_bytes=1 << 20).strip()
     if not token:
         raise AdapterkitError(f"--token-file {path} is empty")
     return token

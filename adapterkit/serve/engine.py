@@ -51,13 +51,18 @@ class EngineConfig:
     hub: str | None = None  # for hub: references (default: $ADAPTERKIT_HUB or the user cache)
 
     def __post_init__(self) -> None:
+        from adapterkit.config import check_number
+
         for name in ("max_batch_size", "max_queue"):
-            if getattr(self, name) < 1:
-                raise AdapterkitError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.max_wait_ms < 0:
-            raise AdapterkitError(f"max_wait_ms must be >= 0, got {self.max_wait_ms}")
-        if self.max_adapters is not None and self.max_adapters < 1:
-            raise AdapterkitError(f"max_adapters must be >= 1, got {self.max_adapters}")
+            check_number(name, getattr(self, name), minimum=1, integer=True)
+        check_number("max_wait_ms", self.max_wait_ms, minimum=0.0)  # NaN or inf would stall every batch
+        for name in ("max_adapters", "threads"):
+            if getattr(self, name) is not None:
+                check_number(name, getattr(self, name), minimum=1, integer=True)
+        if self.max_length is not None:
+            check_number("max_length", self.max_length, minimum=2, integer=True)
+        if self.max_memory_mb is not None:
+            check_number("max_memory_mb", self.max_memory_mb, above=0.0)
 
 
 @dataclass
@@ -89,6 +94,8 @@ class Engine:
         self.model = model if model is not None else backbone.load_model(config.model, num_labels=2)
         self.model.eval().requires_grad_(False)
         self.tokenizer = tokenizer if tokenizer is not None else backbone.load_tokenizer(config.model)
+        if config.max_length:
+            backbone.check_positions(self.model, config.max_length, flag="--max-length")
         self.max_length = config.max_length or _model_max_length(self.model, self.tokenizer)
         self.metrics = ServeMetrics()
         max_bytes = int(config.max_memory_mb * 2**20) if config.max_memory_mb else None
