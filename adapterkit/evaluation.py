@@ -70,8 +70,13 @@ def load_run(folder: str | Path, task_name: str | None = None, precision: str | 
         raise AdapterkitError(f"{folder} has no run_config.json: pass --task")
     task = get_task(name)
     full = run.get("full_finetune", False)
+    from adapterkit.compose.io import is_combination, load_combination
+
+    combined = not full and is_combination(folder)
     if full:
         model_source = folder / "model"
+    elif combined:
+        model_source = run.get("model")  # None: the default backbone
     else:
         model_source = run.get("model") or read_manifest(folder)["base_model"]["name_or_path"]
     tokenizer_dir = folder / "tokenizer"
@@ -80,7 +85,9 @@ def load_run(folder: str | Path, task_name: str | None = None, precision: str | 
     model = backbone.load_model(str(model_source) if full else model_source, num_labels=task.num_labels,
                                 problem_type=problem)
     backbone.set_attention(model, run.get("attention"), run.get("rsa"))
-    if not full:
+    if combined:
+        load_combination(model, folder)
+    elif not full:
         load_adapter(model, folder, name=task.name)
     _apply_precision(model, run, precision, None if full else task.name, note)
     model.eval()

@@ -21,6 +21,7 @@ import torch
 
 from adapterkit.atomic import write_text
 from adapterkit.checkpoint import load_checkpoint, recover_checkpoint, save_checkpoint
+from adapterkit.model import get_bank
 from adapterkit.data.encode import batches
 from adapterkit.progress import progress as progress_bar
 
@@ -84,6 +85,10 @@ class LocalRunner:
                 self.model.save_pretrained(str(tmp))
             shutil.rmtree(out / "model", ignore_errors=True)
             os.replace(tmp, out / "model")
+        elif get_bank(self.model).composer is not None:  # `adapterkit fuse`: a combination of adapters
+            from adapterkit.compose.io import save_combination
+
+            save_combination(self.model, out, task=task_meta)
         else:
             from adapterkit.io import save_adapter
 

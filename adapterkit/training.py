@@ -69,6 +69,9 @@ class TrainConfig:
     backbone_dtype: str = "fp32"  # bf16: frozen backbone weights stored in bf16 (needs precision bf16)
     gradient_checkpointing: bool = False  # recompute layer activations in backward (adapterkit.speed)
     compile: bool = False  # torch.compile the model's forward and backward (adapterkit.speed)
+    combine: dict | None = None  # `adapterkit fuse`: saved adapters to combine (adapterkit.compose.setup.Combination)
+    drop_layers: int = 0  # AdapterDrop: no adapters in the lowest k layers (adapterkit.compose.drop)
+    drop_robust: bool = False  # robust AdapterDrop: a random k in 0..drop_layers per training step
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_batch_size", "gradient_accumulation_steps"):
@@ -99,6 +102,11 @@ class TrainConfig:
         check_precision(self.precision, self.backbone_dtype)
         if self.lr is not None:
             check_number("lr", self.lr, above=0.0)
+        check_number("drop_layers", self.drop_layers, minimum=0, integer=True)
+        if self.combine is not None:
+            from adapterkit.compose.setup import Combination
+
+            Combination(**self.combine)  # refuses bad settings before any work
         if self.lr is None:
             self.lr = FULL_LR if self.full_finetune else ADAPTER_LR
         if self.output is None:
@@ -161,7 +169,7 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> dict:
     metrics = fit(model, task, runner, cfg.loop_settings(), out, progress=progress and runner.is_main, log=log)
     if not metrics:
         return {}  # a worker other than rank 0
-    metrics["adapter_parameters"] = None if cfg.full_finetune else count_parameters(model, task.name)
+    metrics["adapter_parameters"] = None if cfg.full_finetune or cfg.combine else count_parameters(model, task.name)
     write_json(out / "metrics.json", metrics)
     return metrics
 
@@ -185,13 +193,23 @@ def _build_model(task, cfg: TrainConfig):
     backbone.set_attention(model, cfg.attention, cfg.rsa)
     if cfg.full_finetune:
         return model
-    if cfg.init_adapter:
-        from adapterkit.io import load_adapter
+    if cfg.combine:
+        from adapterkit.compose.setup import Combination, prepare
 
-        load_adapter(model, cfg.init_adapter, name=task.name)
+        prepare(model, Combination(**cfg.combine))
     else:
-        add_adapter(model, task.name, cfg.adapter)
-    train_adapter(model, task.name, backbone_dropout=cfg.backbone_dropout)
+        if cfg.init_adapter:
+            from adapterkit.io import load_adapter
+
+            load_adapter(model, cfg.init_adapter, name=task.name)
+        else:
+            add_adapter(model, task.name, cfg.adapter)
+        train_adapter(model, task.name, backbone_dropout=cfg.backbone_dropout)
+    if cfg.drop_layers or cfg.drop_robust:
+        from adapterkit.compose.drop import set_adapter_drop
+
+        # robust: a random k per training step, evaluated with every adapter (k = 0)
+        set_adapter_drop(model, 0 if cfg.drop_robust else cfg.drop_layers, cfg.drop_layers if cfg.drop_robust else None)
     return model
 
 

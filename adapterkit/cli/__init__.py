@@ -39,7 +39,7 @@ def _root(
 
 
 # Modules that add their commands to `app` through a `register(app)` function.
-_COMMAND_MODULES = ["plan", "train", "hub", "info", "transfer", "distill", "multitask", "interop", "serve"]
+_COMMAND_MODULES = ["plan", "train", "compose", "hub", "info", "transfer", "distill", "multitask", "interop", "serve"]
 
 
 _registered: list[str] = []

@@ -54,6 +54,8 @@ def train(
     backbone_dtype: opt.BackboneDtypeOpt = "fp32",
     gradient_checkpointing: opt.GradientCheckpointingOpt = False,
     compile: opt.CompileOpt = False,
+    drop_layers: Annotated[int, typer.Option("--drop-layers", help="AdapterDrop: no adapters in the lowest k layers (the backward pass stops at layer k).")] = 0,
+    drop_robust: Annotated[bool, typer.Option("--drop-robust", help="Robust AdapterDrop: a random k in 0..--drop-layers per step; dev scores at k=0, `eval --drop-layers k` for others.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
     """Train an adapter on a GLUE task, evaluate on dev after every epoch, keep the best."""
@@ -70,7 +72,8 @@ def train(
                       attention=_attention(attention), rsa=_rsa(attention, rsa_density, rsa_block_size, seed),
                       backbone_dropout=backbone_dropout, strategy=strategy, compression=compression,
                       bucket_mb=bucket_mb, precision=precision, backbone_dtype=backbone_dtype,
-                      gradient_checkpointing=gradient_checkpointing, compile=compile)
+                      gradient_checkpointing=gradient_checkpointing, compile=compile,
+                      drop_layers=drop_layers, drop_robust=drop_robust)
     if push:
         from adapterkit.hub.refs import parse_ref
 
@@ -99,6 +102,7 @@ def eval_(
     max_seq_len: Annotated[Optional[int], typer.Option("--max-seq-len", help="Default: the run's.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Evaluation batch size.")] = 128,
     precision: opt.RunPrecisionOpt = None,
+    drop_layers: Annotated[Optional[int], typer.Option("--drop-layers", help="AdapterDrop at inference: no adapters in the lowest k layers. Default: the run's (0 after robust training).")] = None,
 ) -> None:
     """Score a saved adapter on a GLUE split and print the task's metrics."""
     from adapterkit.data import encode, load_glue
@@ -109,6 +113,11 @@ def eval_(
     _check_sizes(max_seq_len, batch_size)
     model, tokenizer, task_, run = load_run(adapter, task, precision, note=typer.echo)
     check_positions(model, max_seq_len or run.get("max_seq_len", 128))
+    k = drop_layers if drop_layers is not None else (0 if run.get("drop_robust") else run.get("drop_layers", 0))
+    if k:
+        from adapterkit.compose.drop import set_adapter_drop
+
+        set_adapter_drop(model, k)
     rows = encode(load_glue(task_, split, data_dir or run.get("data_dir")), tokenizer, task_,
                   max_seq_len or run.get("max_seq_len", 128))
     with run_autocast(run):

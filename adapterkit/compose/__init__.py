@@ -14,12 +14,12 @@ from adapterkit.compose.fusion import (
     remove_fusion,
     train_fusion,
 )
-from adapterkit.compose.fusion_io import load_fusion, save_fusion
+from adapterkit.compose.io import load_combination, load_fusion, save_combination, save_fusion
 from adapterkit.compose.fusion_layer import FusionConfig, FusionLayer
 from adapterkit.compose.merge import merge_adapters
 
 __all__ = [
     "FusionConfig", "FusionLayer", "activate_fusion", "add_fusion", "adapter_drop", "count_fusion_parameters",
-    "fusion_parameters", "fusion_weights", "load_fusion", "merge_adapters", "remove_fusion", "save_fusion",
+    "fusion_parameters", "fusion_weights", "load_combination", "load_fusion", "save_combination", "merge_adapters", "remove_fusion", "save_fusion",
     "set_adapter_drop", "train_fusion",
 ]

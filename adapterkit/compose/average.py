@@ -34,4 +34,5 @@ def average(model: nn.Module, bank, names: list[str], weights: Sequence[float] |
     def compose(path: str, h: torch.Tensor, chain: list[nn.Module]) -> torch.Tensor:
         return h + sum(w * (adapter(h) - h) for w, adapter in zip(per_site[path], chain))
 
+    compose.options = {"weights": weights}  # what a saved combination records
     return compose

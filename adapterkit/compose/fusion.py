@@ -128,6 +128,7 @@ class _Fuse:
 
     def __init__(self, name: str, layers: dict[str, FusionLayer]):
         self.name, self.layers, self.record = name, layers, None
+        self.options = {"fusion": name}
 
     def __call__(self, path: str, h: torch.Tensor, chain: list[nn.Module]) -> torch.Tensor:
         layer = self.layers.get(path)

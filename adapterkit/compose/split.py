@@ -28,6 +28,7 @@ class Split:
         if splits is not None and (len(splits) != len(names) - 1 or list(splits) != sorted(splits)):
             raise AdapterkitError(f"split: {len(names)} adapters need {len(names) - 1} increasing positions, got {list(splits)}")
         self.boundaries = None if splits is None else torch.tensor(list(splits))
+        self.options = {"segments": True} if segments else {"splits": list(splits)}
         self.n = len(names)
         self.index: dict[str, list[int]] = {}  # site path -> adapter index of each chain entry
         for i, name in enumerate(names):

@@ -167,8 +167,20 @@ def _load_domains(spec: TransferSpec, tokenizer) -> dict[str, DomainData]:
     if key not in _LOADED:
         while len(_LOADED) >= 4:
             _LOADED.pop(next(iter(_LOADED)))
-        _LOADED[key] = load_domains(spec, tokenizer)
+        _LOADED[key] = _read_domains(spec, tokenizer)
     return _LOADED[key]
+
+
+def _read_domains(spec: TransferSpec, tokenizer) -> dict[str, DomainData]:
+    """Amazon domains (and sst2) through common.load_domains; with a GLUE task among the names,
+    every name through meta_tasks (a GLUE task's test split is its dev file)."""
+    from adapterkit.data import DOMAINS
+
+    if all(name in DOMAINS or name == "sst2" for name in [*spec.source, spec.target]):
+        return load_domains(spec, tokenizer)
+    from adapterkit.transfer.meta_tasks import load_meta_tasks
+
+    return {name: DomainData(name, t.train, t.dev, t.test) for name, t in load_meta_tasks(spec, tokenizer).items()}
 
 
 def _prepare(encoder: Encoder, data: DomainData, spec: TransferSpec, opts: dict, is_target: bool) -> DomainData:

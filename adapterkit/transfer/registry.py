@@ -24,7 +24,7 @@ Algorithm = Callable[["TransferSpec"], dict]
 ALGORITHMS: dict[str, Algorithm] = {}
 WITHOUT_SOURCES: set[str] = set()  # algorithms that may run on the target alone
 # modules whose import registers the built-in algorithms (one module per family)
-_BUILTIN_MODULES = ("feature", "instance", "baselines", "distill", "meta")
+_BUILTIN_MODULES = ("feature", "instance", "baselines", "distill", "meta", "fusion")
 
 
 @dataclass

@@ -1,0 +1,99 @@
+"""Combining adapters from the command line, end to end on a tiny BERT and tiny GLUE-layout data:
+`train --drop-layers`, `fuse` (fusion, average, split) with eval reproducing the score, `merge`,
+and `transfer run fusion|average|merge`."""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import adapterkit as ak
+from adapterkit.cli import _register_all, app
+
+_register_all()
+runner = CliRunner()
+
+
+def _run(*args):
+    result = runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+COMMON = ("--max-steps", 6, "--epochs", 3, "--batch-size", 8, "--max-seq-len", 32, "--lr", 5e-3, "--quiet")
+
+
+@pytest.fixture(scope="module")
+def sources(tiny_bert_dir, glue_dir, tmp_path_factory):
+    """Two trained adapters (CoLA per layer, SST-2 shared across both layers)."""
+    root = tmp_path_factory.mktemp("sources")
+    for task, sharing in (("cola", "1"), ("sst2", "2")):
+        _run("train", "--task", task, "--model", tiny_bert_dir, "--data-dir", glue_dir, "--output", root / task,
+             "--bottleneck", 8, "--sharing", sharing, *COMMON)
+    return root
+
+
+def test_train_with_drop_layers_leaves_the_lowest_adapters_untrained(tiny_bert_dir, glue_dir, tmp_path):
+    out = tmp_path / "drop"
+    _run("train", "--task", "cola", "--model", tiny_bert_dir, "--data-dir", glue_dir, "--output", out,
+         "--bottleneck", 8, "--drop-layers", 1, *COMMON)
+    assert json.loads((out / "run_config.json").read_text())["drop_layers"] == 1
+    from safetensors.torch import load_file
+
+    weights = load_file(out / "adapterkit_weights.safetensors")
+    assert not weights["G0.up.weight"].any() and weights["G1.up.weight"].any()  # layer 0 never ran
+    metrics = json.loads((out / "metrics.json").read_text())
+    printed = _run("eval", "--adapter", out, "--data-dir", glue_dir)
+    assert f"matthews_correlation: {metrics['best']['matthews_correlation']:.4f}" in printed
+    _run("eval", "--adapter", out, "--data-dir", glue_dir, "--drop-layers", 2)  # any k at inference
+
+
+@pytest.mark.parametrize("composition, extra", [("fusion", ("--fusion-sharing", "all")), ("average", ("--weights", "0.7,0.3")),
+                                                ("split", ("--segments",))])
+def test_fuse_trains_a_combination_and_eval_reproduces_it(sources, tiny_bert_dir, glue_dir, tmp_path, composition, extra):
+    out = tmp_path / composition
+    _run("fuse", "--adapters", f"{sources / 'cola'},{sources / 'sst2'}", "--task", "rte", "--composition", composition,
+         "--model", tiny_bert_dir, "--data-dir", glue_dir, "--output", out, *extra, *COMMON)
+    manifest = json.loads((out / "adapterkit_combination.json").read_text())
+    assert manifest["composition"] == composition and [a["name"] for a in manifest["adapters"]] == ["cola", "sst2"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    head = 32 * 2 + 2 + 32 * 32 + 32  # classifier and pooler
+    fusion = 3 * 32 * 32 + 2 * 32 if composition == "fusion" else 0  # one shared fusion layer
+    assert metrics["trainable_parameters"] == head + fusion
+    printed = _run("eval", "--adapter", out, "--data-dir", glue_dir)
+    assert f"accuracy: {metrics['best']['accuracy']:.4f}" in printed
+
+
+def test_merge_writes_one_adapter_and_refuses_different_plans(sources, tiny_bert_dir, tmp_path):
+    from adapterkit.backbone import load_model
+
+    _run("merge", "--adapters", f"{sources / 'cola'},{sources / 'cola'}", "--output", tmp_path / "m",
+         "--model", tiny_bert_dir)
+    model = load_model(str(tiny_bert_dir))
+    ak.load_adapter(model, sources / "cola", name="a")
+    ak.load_adapter(model, tmp_path / "m", name="m", activate=False)
+    for key, value in model.adapterkit.adapters["a"].state_dict().items():
+        torch.testing.assert_close(model.adapterkit.adapters["m"].state_dict()[key], value)
+    result = subprocess.run([sys.executable, "-m", "adapterkit.cli", "merge", "--adapters",
+                             f"{sources / 'cola'},{sources / 'sst2'}", "--output", tmp_path / "bad",
+                             "--model", tiny_bert_dir], capture_output=True, text=True)
+    assert result.returncode == 1 and "sharing 1 vs 2" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+@pytest.mark.parametrize("algorithm", ["fusion", "average", "merge"])
+def test_transfer_run_combines_source_adapters(tiny_bert_dir, tmp_path, algorithm):
+    from adapterkit.transfer import TransferSpec, run_algorithm
+
+    cache = tmp_path / "cache"
+    spec = TransferSpec(source=["books", "dvd"], target="kitchen", target_shots=16, model=str(tiny_bert_dir),
+                        quick=True, max_seq_len=48, output=str(tmp_path / "out"),
+                        options={"source_adapters": str(cache), "top_n": 1})
+    result = run_algorithm(algorithm, spec)
+    assert 0.0 <= result["test"]["accuracy"] <= 1.0
+    assert (cache / "books" / "adapterkit_config.json").exists()
+    if algorithm == "fusion":
+        assert result["fusion_parameters"] == 3 * 32 * 32 + 2 * 32  # top 1 layer: one fusion layer
+        assert (tmp_path / "out" / "fusion" / "adapterkit_combination.json").exists()
