@@ -310,3 +310,17 @@ def test_robust_adapter_drop_draws_k_per_training_forward_and_keeps_k_in_eval():
     assert adapter_drop(model) == 1
     set_adapter_drop(model, 0)
     assert not model._forward_pre_hooks
+
+
+@pytest.mark.parametrize("sharing, count", [(1, "2,658,816"), (3, "886,272"), ("all", "443,136")])
+def test_readme_fusion_counts_on_minilm(sharing, count):
+    from pathlib import Path
+
+    from adapterkit.backbone import load_config, skeleton_from_config
+
+    assert f" {count}" in (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    skeleton = skeleton_from_config(load_config(None))  # all-MiniLM-L6-v2's structure, no weights
+    for name in ("a", "b"):
+        ak.add_adapter(skeleton, name, ak.BottleneckConfig(bottleneck_dim=8), activate=False)
+    add_fusion(skeleton, "f", ["a", "b"], FusionConfig(sharing=sharing), activate=False)
+    assert count_fusion_parameters(skeleton, "f") == int(count.replace(",", ""))
