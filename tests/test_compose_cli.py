@@ -83,7 +83,7 @@ def test_merge_writes_one_adapter_and_refuses_different_plans(sources, tiny_bert
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
-@pytest.mark.parametrize("algorithm", ["fusion", "average", "merge"])
+@pytest.mark.parametrize("algorithm", [pytest.param("fusion", marks=pytest.mark.slow), "average", "merge"])
 def test_transfer_run_combines_source_adapters(tiny_bert_dir, tmp_path, algorithm):
     from adapterkit.transfer import TransferSpec, run_algorithm
 
