@@ -97,3 +97,33 @@ def test_transfer_run_combines_source_adapters(tiny_bert_dir, tmp_path, algorith
     if algorithm == "fusion":
         assert result["fusion_parameters"] == 3 * 32 * 32 + 2 * 32  # top 1 layer: one fusion layer
         assert (tmp_path / "out" / "fusion" / "adapterkit_combination.json").exists()
+
+
+# the options each command of the README gets on top of what is written there: the tiny model, the
+# fixture data and a couple of steps (and, for the quickstart's CoLA adapter, its own command first)
+_SMALL = {"train": ("--max-steps", 2, "--epochs", 1, "--batch-size", 8, "--max-seq-len", 32, "--quiet"),
+          "fuse": ("--max-steps", 2, "--epochs", 1, "--batch-size", 8, "--max-seq-len", 32, "--quiet"),
+          "eval": (), "merge": (),
+          "transfer": ("--quick", "--max-seq-len", 32, "--option", "top_n=1")}
+
+
+@pytest.mark.slow
+def test_readme_combining_commands_run_as_written(tiny_bert_dir, glue_dir, tmp_path, monkeypatch):
+    import re
+    import shlex
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("## Combining adapters"):]
+    block = re.search(r"```bash\n(.*?)```", section, re.S).group(1).replace("\\\n", " ")
+    lines = [shlex.split(line, comments=True) for line in block.splitlines()]
+    commands = [["train", "--task", "cola", "--sharing", "3"]] + [words[1:] for words in lines if words]
+    assert all(words[0] in _SMALL for words in commands), commands
+    monkeypatch.chdir(tmp_path)
+    for words in commands:
+        where = {"eval": ("--data-dir", glue_dir), "merge": ("--model", tiny_bert_dir),
+                 "transfer": ("--model", tiny_bert_dir)}.get(words[0], ("--model", tiny_bert_dir, "--data-dir", glue_dir))
+        _run(*words, *where, *_SMALL[words[0]])
+    for folder in ("rte-fusion", "rte-average", "rte-split"):
+        assert (tmp_path / "runs" / folder / "adapterkit_combination.json").exists()
+    assert (tmp_path / "runs" / "cola-mrpc-merged" / "adapterkit_config.json").exists()
