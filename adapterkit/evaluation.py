@@ -89,19 +89,21 @@ def load_run(folder: str | Path, task_name: str | None = None, precision: str | 
         load_combination(model, folder)
     elif not full:
         load_adapter(model, folder, name=task.name)
-    _apply_precision(model, run, precision, None if full else task.name, note)
+    _apply_precision(model, run, precision, None if full else (None if combined else task.name), note,
+                     combined=combined)
     model.eval()
     return model, tokenizer, task, run
 
 
-def _apply_precision(model, run: dict, precision: str | None, adapter: str | None, note) -> None:
-    from adapterkit.model import adapter_parameters, head_parameters
+def _apply_precision(model, run: dict, precision: str | None, adapter: str | None, note,
+                     combined: bool = False) -> None:
+    from adapterkit.model import adapter_parameters, get_bank, head_parameters
     from adapterkit.precision import model_device_type, resolve
 
     name = precision or run.get("precision", "fp32")
     backbone_dtype = run.get("backbone_dtype", "fp32") if name == "bf16" else "fp32"
     resolved = resolve(name, model_device_type(model), backbone_dtype, training=False, note=note)
-    if adapter is not None:
-        trained = [*adapter_parameters(model, adapter).values(), *head_parameters(model).values()]
-        resolved.prepare(model, trained)
+    if adapter is not None or combined:  # a combination keeps all its adapters and fusion layers as saved
+        own = get_bank(model).parameters() if combined else adapter_parameters(model, adapter).values()
+        resolved.prepare(model, [*own, *head_parameters(model).values()])
     run.update(resolved.to_dict())
