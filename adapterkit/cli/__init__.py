@@ -71,7 +71,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, prog_name="adapterkit")
     except KeyboardInterrupt:
-        typer.secho("interrupted", fg="red", err=True)
+        if "LOCAL_WORLD_SIZE" not in os.environ:  # a torchrun worker stays quiet: its launcher reports
+            typer.secho("interrupted", fg="red", err=True)
         sys.exit(130)
     except Exception as e:
         message = user_error(e)

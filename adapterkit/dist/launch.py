@@ -22,6 +22,7 @@ stall to the error: stall_s + about 2 s.
 from __future__ import annotations
 
 import datetime
+import logging
 import os
 import shutil
 import signal
@@ -75,6 +76,12 @@ def maybe_launch(
            HEARTBEAT_ENV: watchdog.folder}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
+    # torchrun's agent warns as it stops workers; our one-line error says it: quiet it meanwhile
+    agent_logs = [logging.getLogger(name) for name in list(logging.root.manager.loggerDict)
+                  if name.startswith("torch.distributed.elastic")]
+    levels = [log.level for log in agent_logs]
+    for log in agent_logs:
+        log.setLevel(logging.ERROR)
     try:
         watchdog.start()
         elastic_launch(config, entrypoint=sys.executable)("-u", *entry, *argv)
@@ -83,6 +90,8 @@ def maybe_launch(
     except SignalException as e:
         raise AdapterkitError(f"distributed run stopped by {e.sigval.name}; the workers were stopped") from None
     finally:
+        for log, level in zip(agent_logs, levels):
+            log.setLevel(level)
         watchdog.stop()
         for k, v in saved.items():
             os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
