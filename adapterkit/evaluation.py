@@ -64,6 +64,8 @@ def load_run(folder: str | Path, task_name: str | None = None, precision: str | 
     folder = Path(folder)
     if not folder.is_dir():
         raise AdapterkitError(f"{folder}: no such folder")
+    if (folder / "student.json").is_file():
+        return _load_student_run(folder, task_name, precision, note)
     run = read_json(folder / "run_config.json", "a run config", schema=RUN_SCHEMA) if (folder / "run_config.json").exists() else {}
     name = task_name or run.get("task")
     if name is None:
@@ -107,3 +109,20 @@ def _apply_precision(model, run: dict, precision: str | None, adapter: str | Non
         own = get_bank(model).parameters() if combined else adapter_parameters(model, adapter).values()
         resolved.prepare(model, [*own, *head_parameters(model).values()])
     run.update(resolved.to_dict())
+
+
+def _load_student_run(folder: Path, task_name: str | None, precision: str | None, note):
+    """(model, tokenizer, task, run_config) from an `adapterkit distill` student folder."""
+    from adapterkit.data import get_task
+    from adapterkit.transfer.student import load_student
+
+    model, info = load_student(folder)
+    run = read_json(folder / "run_config.json", "a run config", schema=RUN_SCHEMA) if (folder / "run_config.json").exists() else info
+    name = task_name or run.get("task") or info.get("task")
+    if name is None:
+        raise AdapterkitError(f"{folder}: the student records no task; pass --task")
+    tokenizer_dir = folder / "tokenizer"
+    tokenizer = backbone.load_tokenizer(str(tokenizer_dir) if tokenizer_dir.is_dir() else None)
+    _apply_precision(model, run, precision, None, note)
+    model.eval()
+    return model, tokenizer, get_task(name), run

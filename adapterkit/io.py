@@ -26,6 +26,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from adapterkit.atomic import atomic_write, write_json
+from adapterkit.backbone import canonical_name
 from adapterkit.config import BottleneckConfig
 from adapterkit.errors import AdapterkitError, IncompatibleAdapterError
 from adapterkit.files import read_manifest_json, read_safetensors
@@ -152,7 +153,7 @@ def describe_base_model(model: nn.Module, targets: dict[str, str] | None = None)
     for site in find_sites(model, targets):
         stacks[site.stack] = max(stacks.get(site.stack, 0), site.layer + 1)
     return {
-        "name_or_path": getattr(config, "_name_or_path", None) or getattr(config, "name_or_path", None),
+        "name_or_path": canonical_name(getattr(config, "_name_or_path", None) or getattr(config, "name_or_path", None)),
         "model_type": getattr(config, "model_type", None),
         "class": type(model).__name__,
         "config_hash": config_hash(config),

@@ -18,6 +18,9 @@ with one rename, so a killed run leaves the previous complete checkpoint or none
 from __future__ import annotations
 
 import dataclasses
+import os
+import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -135,8 +138,26 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> dict:
 
     The data are read and checked before anything is written. Under torchrun (`adapterkit train
     --nproc N`) every rank builds the same batches and takes its shard of each; rank 0
-    evaluates, logs and writes the outputs (adapterkit.dist.runner).
+    evaluates, logs and writes the outputs (adapterkit.dist.runner). A run that fails before its
+    first checkpoint removes the output folder it created.
     """
+    with _removed_on_failure(Path(cfg.output)):
+        return _train(cfg, progress, log)
+
+
+@contextmanager
+def _removed_on_failure(out: Path):
+    missing = [p for p in (out, *out.parents) if not p.exists()]  # out and the parents the run will create
+    top = missing[-1] if missing and os.environ.get("RANK", "0") == "0" else None
+    try:
+        yield
+    except BaseException:
+        if top is not None and top.is_dir() and not (out / "checkpoint").exists():
+            shutil.rmtree(top, ignore_errors=True)  # only what this failed run wrote, nothing resumable
+        raise
+
+
+def _train(cfg: TrainConfig, progress: bool, log) -> dict:
     from adapterkit.dist import under_torchrun
     from adapterkit.loop import LocalRunner, fit
 

@@ -1,10 +1,51 @@
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never download
 os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+# Tests write only under temporary folders: the per-user cache and the default hub live in a
+# folder of this session (never ~/.cache/adapterkit), removed at the end.
+_SESSION_TMP = Path(tempfile.mkdtemp(prefix="adapterkit-tests-"))
+os.environ["ADAPTERKIT_CACHE"] = str(_SESSION_TMP / "cache")
+os.environ.pop("ADAPTERKIT_HUB", None)
+os.environ.pop("ADAPTERKIT_HUB_TOKEN", None)
+REPO_ROOT = Path(__file__).resolve().parents[1]
+_LEFTOVER_IGNORED = {".pytest_cache", "__pycache__", ".benchmarks"}
+
+
+def _repo_files() -> set[str]:
+    """Every path in the checkout except git's, caches and compiled kernels (built in place)."""
+    out = set()
+    for path in REPO_ROOT.rglob("*"):
+        rel = path.relative_to(REPO_ROOT)
+        if rel.parts[0] == ".git" or _LEFTOVER_IGNORED & set(rel.parts) or path.suffix == ".so":
+            continue
+        out.add(rel.as_posix())
+    return out
+
+
+def pytest_sessionstart(session):
+    session.config._adapterkit_before = _repo_files()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the run if tests left files in the checkout (the user's cache is never used: see above)."""
+    shutil.rmtree(_SESSION_TMP, ignore_errors=True)
+    before = getattr(session.config, "_adapterkit_before", None)
+    if before is None or hasattr(session.config, "workerinput"):
+        return
+    new = sorted(_repo_files() - before)
+    if new:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter:
+            reporter.write_line(f"tests left files in the checkout: {', '.join(new[:10])}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="session")

@@ -251,6 +251,12 @@ def test_distill_cli_each_method(method, teacher_run, tmp_path):
     assert set(metrics["student_dev"]) == {"accuracy"} and metrics["params"]["student"] < metrics["params"]["teacher"]
     student, info = load_student(out)
     assert student.config.num_hidden_layers == 1 and info["kd"]["method"] == method
+    if method == "tinybert":  # a student with the teacher's adapters is scored and used like a run
+        assert f"accuracy: {metrics['student_dev']['accuracy']:.4f}" in _cli("eval", "--adapter", out).output
+        (tmp_path / "in.jsonl").write_text('{"sentence": "a fine film"}\n{"sentence": "dull"}\n')
+        result = _cli("predict", "--adapter", out, "--input", tmp_path / "in.jsonl", "--output", tmp_path / "p.jsonl")
+        assert result.exit_code == 0, result.output
+        assert len((tmp_path / "p.jsonl").read_text().splitlines()) == 2
 
 
 def test_distill_cli_narrow_student_and_eval(teacher_run, tmp_path):

@@ -40,7 +40,7 @@ from tests.test_hub_support import (  # noqa: F401  (fixtures)
 )
 
 STORED = ["adapterkit_config.json", "adapterkit_head.safetensors", "adapterkit_weights.safetensors",
-          "metrics.json", "vocab.txt"]
+          "metrics.json", "train.log", "vocab.txt"]
 
 
 def test_round_trip_is_byte_identical_with_a_full_card(hub, tmp_path):
@@ -49,7 +49,7 @@ def test_round_trip_is_byte_identical_with_a_full_card(hub, tmp_path):
     assert version == expected_version(src)
 
     out = pull_adapter("team/rt:v1", tmp_path / "out", hub=hub.spec)
-    assert sorted(p.name for p in out.iterdir()) == STORED  # train.log is not stored
+    assert sorted(p.name for p in out.iterdir()) == STORED
     for name in STORED:
         assert (out / name).read_bytes() == (src / name).read_bytes()
 

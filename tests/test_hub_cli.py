@@ -144,3 +144,28 @@ def test_load_adapter_from_hub_restores_outputs(hub, tmp_path, monkeypatch):
     assert ak.load_adapter(fresh, "hub:team/bert-sst2:v1") == "sst2"  # pulls from the default hub
     with torch.no_grad():
         torch.testing.assert_close(fresh(**inputs).logits, expected)
+
+
+def test_push_leaves_the_training_checkpoint_out_unless_asked(cli, hub, tmp_path, caplog):
+    """What a consumer needs is sent (adapter, head, configs, metrics, tokenizer, log); the
+    resume checkpoint only with --include-checkpoint, and the push says so in plain words."""
+    where = str(hub.root) if hub.kind == "folder" else hub.url
+    auth = ["--token", TOKEN] if hub.token else []
+    src = make_adapter(tmp_path / "run")
+    (src / "tokenizer").mkdir()
+    (src / "tokenizer" / "tokenizer_config.json").write_text("{}")
+    (src / "checkpoint").mkdir()
+    for name in ("weights.safetensors", "optimizer.safetensors"):
+        (src / "checkpoint" / name).write_bytes((src / "adapterkit_head.safetensors").read_bytes())
+    (src / "checkpoint" / "state.json").write_text("{}")
+    with caplog.at_level("WARNING", logger="adapterkit.hub"):
+        version = cli("push", str(src), "team/run:v1", "--hub", where, *auth)
+    files = [f["path"] for f in show(f"team/run@{version}", hub=hub.spec)["files"]]
+    assert files == ["adapterkit_config.json", "adapterkit_head.safetensors", "adapterkit_weights.safetensors",
+                     "metrics.json", "tokenizer/tokenizer_config.json", "train.log", "vocab.txt"]
+    assert any("not pushed: the training checkpoint (checkpoint/, 3 files" in r.getMessage() and
+               "--include-checkpoint" in r.getMessage() for r in caplog.records)
+    version = cli("push", str(src), "team/run:v2", "--hub", where, "--include-checkpoint", *auth)
+    files = [f["path"] for f in show(f"team/run@{version}", hub=hub.spec)["files"]]
+    assert [f for f in files if f.startswith("checkpoint/")] == [
+        "checkpoint/optimizer.safetensors", "checkpoint/state.json", "checkpoint/weights.safetensors"]

@@ -56,13 +56,14 @@ def test_good_file_paths():
 def test_scan_folder_keeps_stored_types_and_refuses_pickles(tmp_path):
     src = make_adapter(tmp_path / "a")
     (src / ".DS_Store").write_bytes(b"\0")
+    (src / "curve.png").write_bytes(b"\x89PNG")
     (src / "tokenizer").mkdir()
     (src / "tokenizer" / "merges.txt").write_text("a b\n")
     keep, skipped = scan_folder(src)
     assert [rel for _, rel in keep] == ["adapterkit_config.json", "adapterkit_head.safetensors",
                                         "adapterkit_weights.safetensors", "metrics.json", "tokenizer/merges.txt",
-                                        "vocab.txt"]
-    assert skipped == ["train.log"]
+                                        "train.log", "vocab.txt"]
+    assert skipped == ["curve.png"]
     for name in ("optimizer.pt", "training_args.bin", "x.pkl", "ckpt/state.pth"):
         bad = make_adapter(tmp_path / name.replace("/", "_"))
         (bad / name).parent.mkdir(exist_ok=True)

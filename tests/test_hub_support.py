@@ -61,7 +61,7 @@ def expected_parameters(hidden: int = 32, bottleneck: int = 8, groups: int = 2) 
 
 def expected_version(folder: Path) -> str:
     """Independent of the library: sha256 over `sha256sum`-style lines of the stored files."""
-    names = sorted(p.name for p in folder.iterdir() if p.suffix in (".safetensors", ".json", ".txt"))
+    names = sorted(p.name for p in folder.iterdir() if p.suffix in (".safetensors", ".json", ".txt", ".log"))
     lines = "".join(f"{hashlib.sha256((folder / n).read_bytes()).hexdigest()}  {n}\n" for n in names)
     return hashlib.sha256(lines.encode()).hexdigest()
 

@@ -62,3 +62,4 @@ def test_cli_train_piped_shows_progress_lines_and_no_loading_noise(tiny_bert_dir
     assert "ETA" in lines[0]
     noise = result.stdout + result.stderr
     assert "Loading weights" not in noise and "LOAD REPORT" not in noise
+

@@ -20,14 +20,17 @@ hub_app = typer.Typer(help="Browse, tag and serve an adapter hub.", no_args_is_h
 def push(
     folder: str = typer.Argument(..., help="Adapter folder (holds adapterkit_config.json)."),
     ref: str = typer.Argument(..., help="NAMESPACE/NAME[:TAG]; `latest` always moves to the new version."),
-    tag: List[str] = typer.Option([], "--tag", "-t", help="Extra tag to move to this version (repeatable)."),
+    tag: List[str] = typer.Option([], "--tag", "-t", metavar="TAG", help="Extra tag to move to this version (repeatable: -t best -t v2)."),
     hub: Optional[str] = HubOpt,
     token: Optional[str] = TokenOpt,
+    include_checkpoint: bool = typer.Option(False, "--include-checkpoint", help="Also publish checkpoint/ (the training state for --resume); left out by default."),
 ) -> None:
-    """Publish an adapter folder as a new version; prints the version id (sha256 of the content)."""
+    """Publish an adapter folder as a new version; prints the version id (sha256 of the content).
+
+    Sent: the adapter and head weights, configs, metrics, tokenizer files and train.log."""
     from adapterkit.hub import push_adapter
 
-    typer.echo(push_adapter(folder, ref, hub=hub, token=token, tags=tag))
+    typer.echo(push_adapter(folder, ref, hub=hub, token=token, tags=tag, include_checkpoint=include_checkpoint))
 
 
 def pull(

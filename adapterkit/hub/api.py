@@ -20,7 +20,8 @@ from typing import Iterable, Union
 
 from adapterkit.hub.card import card_entries
 from adapterkit.hub.errors import HubError, IntegrityError
-from adapterkit.hub.files import FileEntry, check_entries, hash_file, read_chunks, scan_folder, version_id
+from adapterkit.hub.files import (FileEntry, check_entries, hash_file, is_training_state, read_chunks, scan_folder,
+                                  version_id)
 from adapterkit.hub.http import HttpStore
 from adapterkit.hub.refs import Ref, check_part, check_version, parse_ref
 from adapterkit.hub.store import FolderStore
@@ -59,18 +60,25 @@ def open_hub(hub: HubLike = None, token: str | None = None) -> Store:
 
 
 def push_adapter(folder: str | os.PathLike, repo_ref: str, hub: HubLike = None, token: str | None = None,
-                 tags: Iterable[str] = ()) -> str:
+                 tags: Iterable[str] = (), include_checkpoint: bool = False) -> str:
     """Publish adapter folder `folder` as a new version of `repo_ref` (`NS/NAME[:TAG]`).
 
     Moves `latest`, the tag in `repo_ref` and `tags` to it; returns the version id (sha256 of
-    the content: pushing the same content again returns the same id). Files that are not
-    safetensors, JSON or text are left out (logged); a pickle in the folder refuses the push.
+    the content: pushing the same content again returns the same id). The training checkpoint
+    (`checkpoint/`) is left out unless `include_checkpoint`; files that are not safetensors,
+    JSON or text are left out; both are reported. A pickle in the folder refuses the push.
     """
     ref = parse_ref(repo_ref, allow_version=False)
     tags = [t for t in dict.fromkeys([ref.tag, *(check_part(t, "tag") for t in tags)]) if t]
     files, skipped = scan_folder(folder)
+    state = [(path, rel) for path, rel in files if is_training_state(rel)]
+    if state and not include_checkpoint:
+        files = [f for f in files if f not in state]
+        size = sum(path.stat().st_size for path, _ in state) / 1e6
+        log.warning("not pushed: the training checkpoint (checkpoint/, %d files, %.2f MB) used only by --resume; "
+                    "pass --include-checkpoint to publish it", len(state), size)
     if skipped:
-        log.warning("push %s: left out (not safetensors, JSON or text): %s", folder, ", ".join(skipped))
+        log.warning("not pushed (a hub stores only safetensors, JSON and text files): %s", ", ".join(skipped))
     entries = [FileEntry(rel, *hash_file(path)) for path, rel in files]
     check_entries(entries)
     store = open_hub(hub, token)

@@ -1,9 +1,11 @@
 """What a hub stores of an adapter folder, and how each file is checked.
 
-Stored: `*.safetensors`, `*.json` and `*.txt` (tokenizer vocabularies and merges are plain
-text). Refused outright: pickle-based files (`.bin`, `.pt`, `.pth`, `.pkl`, `.ckpt`, ...), so a
-pushed folder can never smuggle one in. Anything else (a training log, `.DS_Store`) is left out
-of the push and reported. Files are checked by content, not only by name: a `.safetensors`
+Stored: `*.safetensors`, `*.json`, `*.txt` and `*.log` (tokenizer vocabularies, merges and
+training logs are plain text). Refused outright: pickle-based files (`.bin`, `.pt`, `.pth`,
+`.pkl`, `.ckpt`, ...), so a pushed folder can never smuggle one in. Anything else (an image,
+`.DS_Store`) is left out of the push and reported. Training state (`checkpoint/`, for
+`--resume`) is left out unless asked for: a consumer needs the adapter, head, configs, metrics,
+tokenizer and log. Files are checked by content, not only by name: a `.safetensors`
 must have a well-formed header whose tensors fit the file, a `.json` must parse, a `.txt` must
 be UTF-8 without NUL bytes.
 
@@ -24,7 +26,8 @@ from adapterkit.hub.refs import check_file_path, check_sha256
 
 CONFIG_FILE = "adapterkit_config.json"
 METRICS_FILE = "metrics.json"
-STORED_SUFFIXES = (".safetensors", ".json", ".txt")
+STORED_SUFFIXES = (".safetensors", ".json", ".txt", ".log")
+TRAINING_STATE = ("checkpoint", "checkpoint.tmp")  # top-level folders only `--resume` reads
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib", ".npy", ".npz")
 MAX_FILES = 256
 CHUNK = 1 << 20
@@ -102,6 +105,11 @@ def scan_folder(folder: str | os.PathLike) -> tuple[list[tuple[Path, str]], list
         else:
             skipped.append(rel)
     return keep, skipped
+
+
+def is_training_state(rel: str) -> bool:
+    """Whether a pushed file's relative path lies in a training-state folder (`checkpoint/`)."""
+    return rel.split("/", 1)[0] in TRAINING_STATE
 
 
 def hash_file(path: str | os.PathLike) -> tuple[str, int]:

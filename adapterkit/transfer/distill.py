@@ -169,34 +169,16 @@ def distill_run(teacher_dir: str | Path, student_layers: int, cfg: KDConfig, out
     save_student(student, out, tokenizer, {"task": task_.name, "max_seq_len": seq, "data_dir": data_dir,
                                            "kd": cfg.to_dict(), "teacher": str(teacher_dir)})
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    if not info_adapters(student):  # a plain model: `adapterkit eval/predict --adapter OUTPUT` read it
-        run = {"task": task_.name, "full_finetune": True, "max_seq_len": seq, "data_dir": data_dir}
-        (out / "run_config.json").write_text(json.dumps(run, indent=2))
+    # what `adapterkit eval/predict --adapter OUTPUT` read (the model itself comes from student.json)
+    run = {"task": task_.name, "kind": "student", "max_seq_len": seq, "data_dir": data_dir}
+    (out / "run_config.json").write_text(json.dumps(run, indent=2))
     return metrics
-
-
-def info_adapters(model) -> list[str]:
-    from adapterkit.model import list_adapters
-
-    return list_adapters(model)
 
 
 def load_teacher(folder: str | Path, task: str | None = None):
     """(model, tokenizer, task, run config) from an `adapterkit train` folder or a student folder."""
-    from adapterkit import backbone
-    from adapterkit.data import get_task
     from adapterkit.evaluation import load_run
-    from adapterkit.transfer.student import load_student
 
-    folder = Path(folder)
-    if (folder / "student.json").is_file():
-        model, info = load_student(folder)
-        name = task or info.get("task")
-        if name is None:
-            raise AdapterkitError(f"{folder}: the student has no task; pass --task")
-        tok_dir = folder / "tokenizer"
-        tokenizer = backbone.load_tokenizer(str(tok_dir) if tok_dir.is_dir() else None)
-        return model, tokenizer, get_task(name), info
     return load_run(folder, task)
 
 
