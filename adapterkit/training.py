@@ -30,7 +30,7 @@ from adapterkit import backbone
 from adapterkit.atomic import write_json
 from adapterkit.config import BottleneckConfig, check_number
 from adapterkit.errors import AdapterkitError
-from adapterkit.model import add_adapter, count_parameters, train_adapter
+from adapterkit.model import add_adapter, count_parameters, head_parameters, train_adapter
 from adapterkit.precision import check_names as check_precision, resolve as resolve_precision
 from adapterkit.speed import apply_speed_options
 
@@ -110,6 +110,9 @@ class TrainConfig:
             from adapterkit.compose.setup import Combination
 
             Combination(**self.combine)  # refuses bad settings before any work
+        if self.full_finetune and (self.adapter != BottleneckConfig() or self.init_adapter):
+            raise AdapterkitError("--full-finetune trains the whole backbone and no adapter: drop the adapter options "
+                                  "(--sharing, --bottleneck, --placement, --layers, --init-adapter, ...)")
         if self.lr is None:
             self.lr = FULL_LR if self.full_finetune else ADAPTER_LR
         if self.output is None:
@@ -191,6 +194,7 @@ def _train(cfg: TrainConfig, progress: bool, log) -> dict:
     if not metrics:
         return {}  # a worker other than rank 0
     metrics["adapter_parameters"] = None if cfg.full_finetune or cfg.combine else count_parameters(model, task.name)
+    metrics["head_parameters"] = sum(p.numel() for p in head_parameters(model).values())
     write_json(out / "metrics.json", metrics)
     return metrics
 

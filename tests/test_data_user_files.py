@@ -78,3 +78,24 @@ def test_domain_file_errors(tmp_path, record, message):
     path = _jsonl(tmp_path / "d.jsonl", [{"text": "ok", "label": 0, "domain": "a"}, record])
     with pytest.raises(AdapterkitError, match=message):
         read_domain_file(path)
+
+
+def test_predict_reads_the_tasks_own_glue_files(tmp_path):
+    """GLUE's CoLA/dev.tsv has no header: with task cola its own layout is used; MRPC's own
+    '#1 String'/'#2 String' header is read too; a named id column is kept."""
+    from adapterkit.data.user_files import predict_inputs
+
+    cola = tmp_path / "dev.tsv"
+    cola.write_text("gj04\t1\t\tOur friends won't buy this analysis.\ngj04\t0\t*\tThey drank the pub.\n", encoding="utf-8")
+    data, columns, id_name = predict_inputs(cola, "cola")
+    assert data["text_a"] == ["Our friends won't buy this analysis.", "They drank the pub."]
+    assert columns == ("sentence",) and id_name is None
+    with pytest.raises(AdapterkitError, match="no text column"):
+        read_predict_file(cola)  # without the task, a header-less file is not guessed
+    mrpc = tmp_path / "mrpc.tsv"
+    mrpc.write_text("Quality\t#1 ID\t#2 ID\t#1 String\t#2 String\n1\t7\t8\tA cat.\tThe cat.\n", encoding="utf-8")
+    data, columns, id_name = predict_inputs(mrpc, "mrpc", id_column="#1 ID")
+    assert columns == ("#1 String", "#2 String") and id_name == "#1 ID"
+    assert data["text_b"] == ["The cat."] and data["id"] == ["7"]
+    with pytest.raises(AdapterkitError, match="no id column 'key'"):
+        predict_inputs(mrpc, "mrpc", id_column="key")

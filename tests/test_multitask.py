@@ -3,6 +3,7 @@ merged outputs vs standalone task models, modular add/remove, the adapter varian
 from __future__ import annotations
 
 import copy
+import re
 import hashlib
 import json
 
@@ -274,13 +275,14 @@ def test_multitask_cli_build_predict_add_remove(tiny_bert_dir, glue_dir, tmp_pat
             {"sentence1": "a man plays", "sentence2": "a man is playing", "task": ["mrpc", "cola"]},
             {"sentence": "no task given"}]
     (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    _cli("multitask", "predict", "--model", out, "--input", tmp_path / "in.jsonl", "--output", tmp_path / "out.jsonl")
+    _cli("multitask", "predict", "--bundle", out, "--input", tmp_path / "in.jsonl", "--output", tmp_path / "out.jsonl")
     preds = [json.loads(line)["predictions"] for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert [sorted(p) for p in preds] == [["cola"], ["cola", "mrpc"], ["cola", "mrpc"]]
     assert preds[0]["cola"]["label"] in ("0", "1") and 0.5 <= preds[0]["cola"]["probability"] <= 1.0
     mrpc = _digest(out / "branch-mrpc.safetensors")
-    _cli("multitask", "remove", "--model", out, "--task", "cola")
-    _cli("multitask", "add", "--model", out, "--task", "rte", "--budget", "teacher", *common[2:])
+    _cli("multitask", "remove", "--bundle", out, "--task", "cola")
+    _cli("multitask", "add", "--bundle", out, "--task", "rte", "--budget", "teacher", *common[2:])
     assert _digest(out / "branch-mrpc.safetensors") == mrpc
-    info = _cli("multitask", "info", "--model", out)
+    info = _cli("multitask", "info", "--model", out)  # --model: the deprecated name of --bundle
     assert "mrpc" in info and "rte" in info and "cola" not in info
+    assert re.search(r"dev -?[01]\.\d{4}", info)  # the 0-1 scale of train and eval

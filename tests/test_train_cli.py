@@ -41,11 +41,19 @@ def test_every_glue_task_trains_and_eval_reproduces(tiny_bert_dir, glue_dir, tmp
     printed = _run("eval", "--adapter", out, "--data-dir", glue_dir)
     for key in expected_keys:
         assert f"{key}: {metrics['best'][key]:.4f}" in printed
+    if task == "cola":  # GLUE's own header-less dev file as predict input; labels by name, inputs carried
+        _run("predict", "--adapter", out, "--input", glue_dir / "CoLA" / "dev.tsv", "--output", tmp_path / "p.tsv")
+        lines = (tmp_path / "p.tsv").read_text().splitlines()
+        assert lines[0].split("\t") == ["sentence", "label", "label_id", "probability"]
+        first = (glue_dir / "CoLA" / "dev.tsv").read_text().splitlines()[0].split("\t")[3]
+        assert lines[1].split("\t")[0] == " ".join(first.split())
+        assert {line.split("\t")[1] for line in lines[1:]} <= {"acceptable", "unacceptable"}
 
 
 def test_full_finetune_baseline_and_eval(tiny_bert_dir, glue_dir, tmp_path):
     out = tmp_path / "full"
-    _train(tiny_bert_dir, glue_dir, out, "sst2", "--full-finetune")
+    _run("train", "--task", "sst2", "--model", tiny_bert_dir, "--data-dir", glue_dir, "--output", out, "--max-steps", 20,
+         "--epochs", 10, "--batch-size", 8, "--max-seq-len", 32, "--lr", 5e-3, "--quiet", "--full-finetune")
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["adapter_parameters"] is None
     assert metrics["trainable_parameters"] > 900_000  # the whole backbone (embeddings included)
@@ -62,6 +70,7 @@ def test_predict_writes_one_prediction_per_input(tiny_bert_dir, glue_dir, tmp_pa
     _run("predict", "--adapter", out, "--input", inputs, "--output", tmp_path / "pred.jsonl")
     lines = [json.loads(line) for line in (tmp_path / "pred.jsonl").read_text().splitlines()]
     assert len(lines) == 5 and all(r["label"] in ("entailment", "not_entailment") for r in lines)
+    assert [r["sentence1"] for r in lines] == [f"a cat sat {i}" for i in range(5)] and lines[0]["sentence2"] == "a cat"
 
 
 def test_resume_continues_from_the_checkpoint(tiny_bert_dir, glue_dir, tmp_path):

@@ -18,6 +18,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,  # plain help: flags read as flags (rich shows `--quiet <bool>`), no boxes
 )
 
 
@@ -68,6 +69,12 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 
     _register_all()
+    from adapterkit.cli.suggest import unknown_option
+
+    message = unknown_option(app, sys.argv[1:] if argv is None else argv)
+    if message:
+        typer.secho(f"error: {message}", fg="red", err=True)
+        sys.exit(2)
     try:
         app(args=argv, prog_name="adapterkit")
     except KeyboardInterrupt:

@@ -20,7 +20,7 @@ def register(app: typer.Typer) -> None:
 def distill(
     student_layers: Annotated[int, typer.Option("--student-layers", help="Layers of the student, initialised from the teacher's bottom layers.")],
     output: Annotated[Path, typer.Option("--output", help="Folder for the student (model/, adapters/, tokenizer/) and metrics.json.")],
-    teacher: Annotated[Optional[Path], typer.Option("--teacher", help="Teacher: an `adapterkit train` output folder or a distilled student. With --method metakd: a meta-teacher folder from an earlier run (optional).")] = None,
+    teacher: Annotated[Optional[Path], typer.Option("--teacher", metavar="DIR", help="Required (except with --method metakd): an `adapterkit train` output folder or a distilled student. With --method metakd it is optional: a meta-teacher folder from an earlier run, else one is trained.")] = None,
     method: Annotated[str, typer.Option("--method", help="vanilla (soft targets), pkd (+ normalised [CLS] states), tinybert (+ hidden states, attention maps, embeddings) or metakd.")] = "vanilla",
     task: Annotated[Optional[str], typer.Option("--task", help="GLUE task (default: the teacher's).")] = None,
     domains: Annotated[str, typer.Option("--domains", help="--method metakd: all domains of the meta-teacher, comma-separated.")] = "books,dvd,electronics,kitchen",
@@ -41,7 +41,7 @@ def distill(
     eval_limit: Annotated[Optional[int], typer.Option("--eval-limit", help="--method metakd: score on the first N test rows per domain.")] = None,
     max_seq_len: Annotated[Optional[int], typer.Option("--max-seq-len", help="Longest input in tokens (default: the teacher run's, 128 for metakd).")] = None,
     data_dir: Annotated[Optional[str], typer.Option("--data-dir", help="GLUE folder (or Amazon folder for metakd).")] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 42,
     overwrite: opt.OverwriteOpt = False,
 ) -> None:
     """Distil a teacher into a student with the teacher's bottom --student-layers layers."""

@@ -18,8 +18,8 @@ hub_app = typer.Typer(help="Browse, tag and serve an adapter hub.", no_args_is_h
 
 
 def push(
-    folder: str = typer.Argument(..., help="Adapter folder (holds adapterkit_config.json)."),
-    ref: str = typer.Argument(..., help="NAMESPACE/NAME[:TAG]; `latest` always moves to the new version."),
+    folder: str = typer.Argument(..., metavar="FOLDER", help="Adapter folder (holds adapterkit_config.json)."),
+    ref: str = typer.Argument(..., metavar="REF", help="NAMESPACE/NAME[:TAG]; `latest` always moves to the new version."),
     tag: List[str] = typer.Option([], "--tag", "-t", metavar="TAG", help="Extra tag to move to this version (repeatable: -t best -t v2)."),
     hub: Optional[str] = HubOpt,
     token: Optional[str] = TokenOpt,
@@ -34,8 +34,8 @@ def push(
 
 
 def pull(
-    ref: str = typer.Argument(..., help="NAMESPACE/NAME[:TAG|@VERSION]; default tag `latest`."),
-    dest: Optional[str] = typer.Argument(None, help="Folder to create. Default: the per-user cache."),
+    ref: str = typer.Argument(..., metavar="REF", help="NAMESPACE/NAME[:TAG|@VERSION]; default tag `latest`."),
+    dest: Optional[str] = typer.Argument(None, metavar="DEST", help="Folder to create. Default: the per-user cache."),
     hub: Optional[str] = HubOpt,
 ) -> None:
     """Fetch a version, verifying every file's sha256 against its card; prints the folder."""
@@ -66,7 +66,7 @@ def serve(
 
 @hub_app.command("list")
 def list_(
-    pattern: Optional[str] = typer.Argument(None, help="Glob on NAMESPACE/NAME, e.g. 'team/*'."),
+    pattern: Optional[str] = typer.Argument(None, metavar="PATTERN", help="Glob on NAMESPACE/NAME, e.g. 'team/*'."),
     hub: Optional[str] = HubOpt,
     as_json: bool = JsonOpt,
 ) -> None:
@@ -84,7 +84,7 @@ def list_(
 
 @hub_app.command("show")
 def show(
-    ref: str = typer.Argument(..., help="NAMESPACE/NAME[:TAG|@VERSION]; default tag `latest`."),
+    ref: str = typer.Argument(..., metavar="REF", help="NAMESPACE/NAME[:TAG|@VERSION]; default tag `latest`."),
     hub: Optional[str] = HubOpt,
     as_json: bool = JsonOpt,
 ) -> None:
@@ -98,8 +98,8 @@ def show(
 
 @hub_app.command("tag")
 def tag(
-    ref: str = typer.Argument(..., help="NAMESPACE/NAME@VERSION (or :TAG) to point the tag at."),
-    new_tag: str = typer.Argument(..., help="Tag to create or move."),
+    ref: str = typer.Argument(..., metavar="REF", help="NAMESPACE/NAME@VERSION (or :TAG) to point the tag at."),
+    new_tag: str = typer.Argument(..., metavar="TAG", help="Tag to create or move."),
     hub: Optional[str] = HubOpt,
     token: Optional[str] = TokenOpt,
 ) -> None:
@@ -111,7 +111,7 @@ def tag(
 
 @hub_app.command("delete-tag")
 def delete_tag(
-    ref: str = typer.Argument(..., help="NAMESPACE/NAME:TAG to remove (`latest` cannot be removed)."),
+    ref: str = typer.Argument(..., metavar="REF", help="NAMESPACE/NAME:TAG to remove (`latest` cannot be removed)."),
     hub: Optional[str] = HubOpt,
     token: Optional[str] = TokenOpt,
 ) -> None:

@@ -19,8 +19,8 @@ def register(app: typer.Typer) -> None:
 
 
 def export(
-    src: str = typer.Argument(..., help="Saved adapterkit adapter folder (holds adapterkit_config.json)."),
-    dest: str = typer.Argument(..., help="Folder to write."),
+    src: str = typer.Argument(..., metavar="SRC", help="Saved adapterkit adapter folder (holds adapterkit_config.json)."),
+    dest: str = typer.Argument(..., metavar="DEST", help="Folder to write."),
     to: str = typer.Option(..., "--to", help="Target format: adapterhub."),
     name: Optional[str] = typer.Option(None, "--name", help="Adapter name in the export. Default: the saved name."),
     weights: str = typer.Option(
@@ -38,8 +38,8 @@ def export(
 
 
 def import_(
-    src: str = typer.Argument(..., help="Adapter folder in the other format (AdapterHub: holds adapter_config.json)."),
-    dest: str = typer.Argument(..., help="adapterkit adapter folder to write."),
+    src: str = typer.Argument(..., metavar="SRC", help="Adapter folder in the other format (AdapterHub: holds adapter_config.json)."),
+    dest: str = typer.Argument(..., metavar="DEST", help="adapterkit adapter folder to write."),
     from_: str = typer.Option(..., "--from", help="Source format: adapterhub."),
     model: Optional[str] = typer.Option(
         None, "--model", help="Backbone (folder, hub name or config.json). Default: the model_name the adapter records."

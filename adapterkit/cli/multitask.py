@@ -14,7 +14,7 @@ multitask_app = typer.Typer(help="One frozen trunk, one branch per task: build, 
                             no_args_is_help=True)
 
 Budget = Annotated[str, typer.Option("--budget", help="Branch per task: kd1, kd2, kd3 (distilled layers), teacher (no KD), mixed (growth rule with --c), adapter (--adapter-bottleneck, --branch-layer).")]
-C = Annotated[float, typer.Option("--c", help="mixed: add a task layer only if it gains at least this many dev points per layer.")]
+C = Annotated[float, typer.Option("--c", help="mixed: add a task layer only if it gains at least this many dev points (0-100 scale) per layer.")]
 NMin = Annotated[int, typer.Option("--n-min", help="Fewest fine-tuned top layers L tried per task.")]
 NMax = Annotated[int, typer.Option("--n-max", help="Most fine-tuned top layers L tried per task.")]
 Epochs = Annotated[int, typer.Option("--epochs", help="Epochs of partial fine-tuning (and of the adapter variant).")]
@@ -26,6 +26,8 @@ SeqLen = Annotated[int, typer.Option("--max-seq-len", help="Longest input in tok
 TrainLimit = Annotated[Optional[int], typer.Option("--train-limit", help="Train on a seeded sample of this many rows per task.")]
 DataDir = Annotated[Optional[str], typer.Option("--data-dir", help="Folder with GLUE-layout task folders.")]
 Seed = Annotated[int, typer.Option("--seed", help="Random seed.")]
+BundleOpt = Annotated[Optional[Path], typer.Option("--bundle", metavar="DIR", help="The merged multi-task model folder (from `multitask build`). Required.")]
+LegacyBundleOpt = Annotated[Optional[Path], typer.Option("--model", hidden=True, help="Deprecated name of --bundle.")]
 Bottleneck = Annotated[int, typer.Option("--adapter-bottleneck", help="Adapter variant: bottleneck width.")]
 BranchLayer = Annotated[Optional[int], typer.Option("--branch-layer", help="Adapter variant: adapters only in layers >= this one.")]
 
@@ -51,7 +53,7 @@ def build(
     output: Annotated[Path, typer.Option("--output", help="Folder for the merged model and search.json.")],
     model: opt.ModelOpt = None, budget: Budget = "mixed", c: C = 1.0, n_min: NMin = 2, n_max: NMax = 5,
     epochs: Epochs = 3, kd_epochs: KdEpochs = 3, lr: Lr = 5e-5, kd_lr: KdLr = 1e-4, batch_size: BatchSize = 32,
-    max_seq_len: SeqLen = 128, train_limit: TrainLimit = None, data_dir: DataDir = None, seed: Seed = 0,
+    max_seq_len: SeqLen = 128, train_limit: TrainLimit = None, data_dir: DataDir = None, seed: Seed = 42,
     adapter_bottleneck: Bottleneck = 64, branch_layer: BranchLayer = None, overwrite: opt.OverwriteOpt = False,
 ) -> None:
     """Partial fine-tuning search, distillation and merging for every task; saves the merged model."""
@@ -72,18 +74,19 @@ def build(
 
 @multitask_app.command("add")
 def add(
-    model_dir: Annotated[Path, typer.Option("--model", help="A merged model folder (from `multitask build`).")],
     task: Annotated[str, typer.Option("--task", help="GLUE task to train and add (or to update, with --replace).")],
+    bundle: BundleOpt = None, model_dir: LegacyBundleOpt = None,
     replace: Annotated[bool, typer.Option("--replace", help="Replace the task's branch if it exists (an update).")] = False,
     budget: Budget = "mixed", c: C = 1.0, n_min: NMin = 2, n_max: NMax = 5, epochs: Epochs = 3, kd_epochs: KdEpochs = 3,
     lr: Lr = 5e-5, kd_lr: KdLr = 1e-4, batch_size: BatchSize = 32, max_seq_len: SeqLen = 128,
-    train_limit: TrainLimit = None, data_dir: DataDir = None, seed: Seed = 0,
+    train_limit: TrainLimit = None, data_dir: DataDir = None, seed: Seed = 42,
     adapter_bottleneck: Bottleneck = 64, branch_layer: BranchLayer = None,
 ) -> None:
     """Train one task and add its branch; only that task's file and the manifest are rewritten."""
     from adapterkit.transfer.multitask_io import load_multitask, save_task
     from adapterkit.transfer.multitask_train import add_task
 
+    model_dir = _bundle(bundle, model_dir)
     merged = load_multitask(model_dir)
     cfg = _config([task], merged.base_model_name, budget, c, n_min, n_max, epochs, kd_epochs, lr, kd_lr, batch_size,
                   max_seq_len, train_limit, data_dir, seed, adapter_bottleneck, branch_layer)
@@ -95,12 +98,13 @@ def add(
 
 @multitask_app.command("remove")
 def remove(
-    model_dir: Annotated[Path, typer.Option("--model", help="A merged model folder.")],
     task: Annotated[str, typer.Option("--task", help="Task to remove.")],
+    bundle: BundleOpt = None, model_dir: LegacyBundleOpt = None,
 ) -> None:
     """Remove a task's branch; the other tasks' files are untouched."""
     from adapterkit.transfer.multitask_io import delete_task, load_multitask
 
+    model_dir = _bundle(bundle, model_dir)
     merged = load_multitask(model_dir)
     merged.remove(task)
     delete_task(merged, model_dir, task)
@@ -109,10 +113,10 @@ def remove(
 
 @multitask_app.command("predict")
 def predict(
-    model_dir: Annotated[Path, typer.Option("--model", help="A merged model folder.")],
     input: Annotated[Path, typer.Option("--input", help="JSONL or TSV rows: sentence (or sentence1/sentence2), optional 'task' (a name, or a list in JSONL).")],
     output: Annotated[Path, typer.Option("--output", help="JSONL file: per row, the predictions of its tasks.")],
     tasks: Annotated[Optional[str], typer.Option("--tasks", help="Tasks for rows without a 'task' field (default: all).")] = None,
+    bundle: BundleOpt = None, model_dir: LegacyBundleOpt = None,
     max_seq_len: SeqLen = 128,
     batch_size: BatchSize = 64,
     overwrite: opt.OverwriteOpt = False,
@@ -124,6 +128,7 @@ def predict(
     from adapterkit.transfer.multitask_io import load_multitask, predict_file
 
     check_output(output, overwrite, inputs=[input])
+    model_dir = _bundle(bundle, model_dir)
     merged = load_multitask(model_dir)
     tokenizer = backbone.load_tokenizer(str(model_dir / "tokenizer") if (model_dir / "tokenizer").is_dir() else merged.base_model_name)
     default = [t for t in tasks.split(",") if t] if tasks else merged.tasks
@@ -134,16 +139,31 @@ def predict(
 
 
 @multitask_app.command("info")
-def info(model_dir: Annotated[Path, typer.Option("--model", help="A merged model folder.")]) -> None:
+def info(bundle: BundleOpt = None, model_dir: LegacyBundleOpt = None) -> None:
     """Print the branches and the serving overhead."""
     from adapterkit.transfer.multitask_io import load_multitask
+    from adapterkit.transfer.multitask_train import shown
 
-    merged = load_multitask(model_dir)
+    merged = load_multitask(_bundle(bundle, model_dir))
     for task, branch in merged.branches.items():
         score = branch.info.get("score")
         typer.echo(f"{task:<8} {branch.kind:<8} branch layer {branch.branch_layer}  task layers {branch.num_layers}"
-                   + (f"  dev {score:.1f}" if isinstance(score, (int, float)) else ""))
+                   + (f"  dev {shown(score)}" if isinstance(score, (int, float)) else ""))
     _print_overhead(merged)
+
+
+def _bundle(bundle: Path | None, legacy: Path | None) -> Path:
+    """The --bundle folder (`--model` still accepted here, with a note: elsewhere it names the backbone)."""
+    from adapterkit.errors import AdapterkitError
+
+    if legacy is not None:
+        if bundle is not None:
+            raise AdapterkitError("give --bundle only (--model is its deprecated name here)")
+        typer.echo("note: --model is deprecated for the merged model folder; use --bundle", err=True)
+        return legacy
+    if bundle is None:
+        raise AdapterkitError("missing --bundle DIR: the merged model folder from `adapterkit multitask build`")
+    return bundle
 
 
 def _print_overhead(merged) -> None:

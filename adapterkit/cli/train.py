@@ -38,7 +38,7 @@ def train(
     full_finetune: Annotated[bool, typer.Option("--full-finetune", help="Train the whole backbone instead of an adapter (baseline).")] = False,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --output from its last checkpoint.")] = False,
     init_adapter: Annotated[Optional[str], typer.Option("--init-adapter", help="Start from a saved adapter: a folder or hub:REPO[:TAG].")] = None,
-    attention: Annotated[Optional[str], typer.Option("--attention", help="Attention implementation: sdpa, eager, or rsa (random sparse attention).")] = None,
+    attention: Annotated[Optional[str], typer.Option("--attention", help="Attention implementation: sdpa, eager, or rsa (random sparse attention). Default: the backbone's own (sdpa for all-MiniLM-L6-v2).")] = None,
     rsa_density: Annotated[float, typer.Option("--rsa-density", help="With --attention rsa: fraction of key blocks each query block attends to.")] = 0.25,
     rsa_block_size: Annotated[int, typer.Option("--rsa-block-size", help="With --attention rsa: block size in tokens.")] = 64,
     push: Annotated[Optional[str], typer.Option("--push", help="Publish the trained adapter to the hub as REPO[:TAG].")] = None,
@@ -136,9 +136,15 @@ def predict(
     overwrite: opt.OverwriteOpt = False,
     server: Annotated[Optional[str], typer.Option("--server", help="Ask a running `adapterkit serve` at this URL instead; --adapter is then the adapter's name there.")] = None,
     precision: opt.RunPrecisionOpt = None,
+    id_column: Annotated[Optional[str], typer.Option("--id-column", metavar="NAME", help="Input column copied to each prediction to identify its row. Default: `id`, if the input has one.")] = None,
 ) -> None:
-    """Predict labels (or scores) for a file of inputs with a saved adapter (or a server's)."""
-    from adapterkit.data import encode, read_predict_file
+    """Predict labels (or scores) for a file of inputs with a saved adapter (or a server's).
+
+    Each output row holds the row's id (if any), its input text and the prediction: the label
+    name (CoLA: acceptable / unacceptable), its id and probability, or a score. GLUE's own task
+    files (CoLA/dev.tsv without a header included) are accepted as input."""
+    from adapterkit.data import encode
+    from adapterkit.data.user_files import predict_inputs
     from adapterkit.errors import AdapterkitError
     from adapterkit.evaluation import load_run, predict_logits
     from adapterkit.precision import run_autocast
@@ -152,9 +158,11 @@ def predict(
     if server:
         from adapterkit.cli.serve import predict_remote
 
-        data = read_predict_file(input, task)
+        data, text_columns, id_name = predict_inputs(input, task, id_column)
         pairs = zip(data["text_a"], data["text_b"] if "text_b" in data.column_names else [None] * len(data))
         records = predict_remote(server, str(adapter), [{"text": a, "text_pair": b} for a, b in pairs])
+        given = data.to_dict()
+        records = [_with_inputs(given, text_columns, id_name, i) | r for i, r in enumerate(records)]
         _write_predictions(output, records)
         typer.echo(f"wrote {len(records)} predictions to {output}")
         return
@@ -162,18 +170,21 @@ def predict(
     from adapterkit.backbone import check_positions
 
     check_positions(model, max_seq_len or run.get("max_seq_len", 128))
-    data = read_predict_file(input, task_)
-    rows = encode(data.select_columns([c for c in ("text_a", "text_b") if c in data.column_names]), tokenizer, None,
-                  max_seq_len or run.get("max_seq_len", 128))
+    data, text_columns, id_name = predict_inputs(input, task_, id_column)
+    texts = [c for c in ("text_a", "text_b") if c in data.column_names]
+    rows = encode(data.select_columns(texts), tokenizer, None, max_seq_len or run.get("max_seq_len", 128))
     with run_autocast(run):
-        logits = predict_logits(model, rows, batch_size, tokenizer.pad_token_id or 0)
-    records = []
-    for logit in logits:
+        logits = predict_logits(model, rows, batch_size, tokenizer.pad_token_id or 0, title="predict")
+    names = getattr(task_, "display_labels", None) or task_.labels
+    given, records = data.to_dict(), []
+    for i, logit in enumerate(logits):
+        record = _with_inputs(given, text_columns, id_name, i)
         if task_.is_regression:
-            records.append({"score": float(logit[0])})
+            record["score"] = float(logit[0])
         else:
             k = int(logit.argmax())
-            records.append({"label": task_.labels[k], "label_id": k, "probability": float(logit.softmax(-1)[k])})
+            record |= {"label": names[k], "label_id": k, "probability": float(logit.softmax(-1)[k])}
+        records.append(record)
     _write_predictions(output, records)
     typer.echo(f"wrote {len(records)} predictions to {output}")
 
@@ -184,6 +195,12 @@ def _check_sizes(max_seq_len: int | None, batch_size: int) -> None:
     if max_seq_len is not None:
         check_number("--max-seq-len", max_seq_len, minimum=2, integer=True)
     check_number("--batch-size", batch_size, minimum=1, integer=True)
+
+
+def _with_inputs(given: dict[str, list], text_columns, id_name: str | None, i: int) -> dict:
+    """Row i's id (named as in the input) and input texts, which each prediction starts with."""
+    record = {id_name: given["id"][i]} if id_name else {}
+    return record | {name: given[text][i] for name, text in zip(text_columns, ("text_a", "text_b"))}
 
 
 def _attention(name: str | None) -> str | None:
@@ -214,8 +231,19 @@ def _write_predictions(path: Path, records: list[dict]) -> None:
         text = "".join(json.dumps(r) + "\n" for r in records)
     else:
         keys = list(records[0]) if records else []
-        text = "\t".join(keys) + "\n" + "".join("\t".join(str(r[k]) for k in keys) + "\n" for r in records)
+        text = "\t".join(keys) + "\n" + "".join("\t".join(" ".join(str(r[k]).split()) for k in keys) + "\n" for r in records)
     write_text(path, text)
+
+
+def parameter_summary(metrics: dict) -> str:
+    """"trained parameters: 247,810 (adapter 99,200 + head 148,610)", labelled by part."""
+    trained, adapter, head = (metrics.get(k) for k in ("trainable_parameters", "adapter_parameters", "head_parameters"))
+    if adapter is None or head is None:
+        return f"trained parameters: {trained:,} (the whole model)"
+    parts = [f"adapter {adapter:,}", f"head {head:,}"]
+    if trained - adapter - head > 0:
+        parts.append(f"layer norms {trained - adapter - head:,}")
+    return f"trained parameters: {trained:,} ({' + '.join(parts)})"
 
 
 def _print_summary(metrics: dict, output: str) -> None:
@@ -231,7 +259,6 @@ def _print_summary(metrics: dict, output: str) -> None:
         table.add_row(f"{h['epoch']}{mark}", f"{h['train_loss']:.4f}", *(f"{h['dev'][k]:.4f}" for k in keys))
     console = Console()
     console.print(table)
-    rate = metrics["examples_per_second"]
-    console.print(f"trainable parameters: {metrics['trainable_parameters']:,}   train time: {metrics['train_seconds']:.0f} s"
-                  f"   {rate:.1f} examples/s" if rate else "")
+    console.print(f"{parameter_summary(metrics)}   train time: {metrics['train_seconds']:.0f} s"
+                  + (f"   {metrics['examples_per_second']:.1f} examples/s" if metrics["examples_per_second"] else ""))
     console.print(f"best dev {metrics['metric']}: {metrics['best'][metrics['metric']]:.4f}   saved to {output}")

@@ -26,21 +26,21 @@ def list_algorithms() -> None:
 
 @transfer_app.command("run")
 def run(
-    algorithm: Annotated[str, typer.Argument(help="Algorithm name (see `adapterkit transfer list`).")],
+    algorithm: Annotated[str, typer.Argument(metavar="ALGORITHM", help="Algorithm name (see `adapterkit transfer list`).")],
     target: Annotated[str, typer.Option("--target", help="Target domain: books, dvd, electronics, kitchen, sst2, or one from --domain-file; metaft, metadtl, reptile and fomaml also take GLUE tasks (cola, mrpc, rte, ...).")],
     source: Annotated[str, typer.Option("--source", help="Comma-separated source domains (or GLUE tasks, for the meta-learning algorithms).")] = "",
     target_shots: Annotated[Optional[int], typer.Option("--target-shots", help="Labelled target training rows (balanced); default all.")] = None,
     model: Annotated[Optional[str], typer.Option("--model", help="Backbone. Default: bundled all-MiniLM-L6-v2.")] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 42,
     output: Annotated[Optional[str], typer.Option("--output", help="Folder for results.json and trained adapters.")] = None,
     max_seq_len: Annotated[int, typer.Option("--max-seq-len", help="Longest input in tokens.")] = 128,
     epochs: Annotated[int, typer.Option("--epochs", help="Passes over the training data.")] = 3,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Batch size.")] = 16,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Training batch size.")] = 32,
     lr: Annotated[float, typer.Option("--lr", help="Learning rate.")] = 1e-3,
     data_dir: Annotated[Optional[str], typer.Option("--data-dir", help="Folder with the Amazon review files (or GLUE for sst2).")] = None,
-    option: Annotated[Optional[list[str]], typer.Option("--option", "-o", help="Algorithm setting KEY=VALUE (JSON value), repeatable.")] = None,
+    option: Annotated[Optional[list[str]], typer.Option("--option", "-o", metavar="KEY=VALUE", help="Algorithm setting KEY=VALUE (JSON value), repeatable.")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="Tiny sizes for a smoke run.")] = False,
-    domain_file: Annotated[Optional[list[str]], typer.Option("--domain-file", help="Your own labelled domains: a TSV/JSONL file with text, label and domain columns (repeatable); each domain is split 70/10/20 into train/dev/test.")] = None,
+    domain_file: Annotated[Optional[list[str]], typer.Option("--domain-file", metavar="FILE", help="Your own labelled domains: a TSV/JSONL file with text, label and domain columns (repeatable); each domain is split 70/10/20 into train/dev/test.")] = None,
 ) -> None:
     """Run one transfer algorithm and print its target-domain test metrics."""
     from adapterkit.data import add_domain_file

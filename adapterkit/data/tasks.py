@@ -31,6 +31,8 @@ class GlueTask:
         hub_dev_split: the hub split that plays the role of `dev`.
         skip_malformed: skip (with a warning naming the lines) rows with the wrong
             column count instead of failing; only for files with known defects.
+        label_names: readable class names in label-id order where the files hold ids
+            (CoLA's 0/1 are unacceptable/acceptable: the hub dataset's names); predictions show them.
     """
 
     name: str
@@ -44,6 +46,12 @@ class GlueTask:
     columns: tuple[str, ...] | None = None
     hub_dev_split: str = "validation"
     skip_malformed: bool = False
+    label_names: tuple[str, ...] | None = None
+
+    @property
+    def display_labels(self) -> tuple[str, ...] | None:
+        """Class names for people: `label_names` where the files hold ids, else `labels`."""
+        return self.label_names or self.labels
 
     def __post_init__(self) -> None:
         if len(self.text_columns) not in (1, 2):
@@ -102,16 +110,16 @@ _NLI = ("entailment", "not_entailment")
 
 register_task(GlueTask(
     "cola", "CoLA", ("sentence",), "label", ("0", "1"), ("matthews_correlation",),
-    hub_text_columns=("sentence",),
+    hub_text_columns=("sentence",), label_names=("unacceptable", "acceptable"),
     columns=("source", "label", "original_mark", "sentence"),
 ))
 register_task(GlueTask(
     "sst2", "SST-2", ("sentence",), "label", ("0", "1"), ("accuracy",),
-    hub_text_columns=("sentence",),
+    hub_text_columns=("sentence",), label_names=("negative", "positive"),
 ))
 register_task(GlueTask(
     "mrpc", "MRPC", ("#1 String", "#2 String"), "Quality", ("0", "1"), ("accuracy", "f1"),
-    hub_text_columns=("sentence1", "sentence2"),
+    hub_text_columns=("sentence1", "sentence2"), label_names=("not_equivalent", "equivalent"),
 ))
 register_task(GlueTask(
     "rte", "RTE", ("sentence1", "sentence2"), "label", _NLI, ("accuracy",),
@@ -125,7 +133,7 @@ register_task(GlueTask(
 # (nyu-mll/GLUE-baselines#5); the hub loader drops such rows, and so do we.
 register_task(GlueTask(
     "qqp", "QQP", ("question1", "question2"), "is_duplicate", ("0", "1"), ("accuracy", "f1"),
-    hub_text_columns=("question1", "question2"), skip_malformed=True,
+    hub_text_columns=("question1", "question2"), skip_malformed=True, label_names=("not_duplicate", "duplicate"),
 ))
 register_task(GlueTask(
     "qnli", "QNLI", ("question", "sentence"), "label", _NLI, ("accuracy",),

@@ -22,8 +22,9 @@ PAIR_COLUMNS = (("sentence1", "sentence2"), ("text_a", "text_b"), ("premise", "h
 SINGLE_COLUMNS = ("sentence", "text", "text_a")
 
 
-def iter_records(path: str | Path) -> Iterator[tuple[int, dict]]:
-    """Yield (line number, record) for each row of a TSV or JSONL file."""
+def iter_records(path: str | Path, headerless: Sequence[str] | None = None) -> Iterator[tuple[int, dict]]:
+    """Yield (line number, record) for each row of a TSV or JSONL file (`headerless`: column
+    names for a TSV without a header line, see `_iter_tsv`)."""
     path = Path(path)
     if not path.is_file():
         raise AdapterkitError(f"input file {path} does not exist")
@@ -31,17 +32,25 @@ def iter_records(path: str | Path) -> Iterator[tuple[int, dict]]:
     if suffix in JSONL_SUFFIXES:
         yield from _iter_jsonl(path)
     elif suffix in TSV_SUFFIXES:
-        yield from _iter_tsv(path)
+        yield from _iter_tsv(path, headerless)
     else:
         raise AdapterkitError(f"{path}: unknown file type {suffix!r}; use .tsv or .jsonl")
 
 
-def _iter_tsv(path: Path) -> Iterator[tuple[int, dict]]:
+def _iter_tsv(path: Path, headerless: Sequence[str] | None = None) -> Iterator[tuple[int, dict]]:
+    """Rows of a TSV with a header line; or, when the first line has as many fields as
+    `headerless` names (a task's own header-less layout, CoLA's) and names none of them, rows
+    under those names."""
+    import itertools
+
     lines = iter_tsv_lines(path)
     first = next(lines, None)
     if first is None:
         raise AdapterkitError(f"{path}: file is empty (expected a header line)")
     header = [h.strip() for h in first[1]]
+    known = set(headerless or ()) | set(SINGLE_COLUMNS) | {c for pair in PAIR_COLUMNS for c in pair}
+    if headerless and len(header) == len(headerless) and not known & set(header):
+        header, lines = list(headerless), itertools.chain([first], lines)
     for number, fields in lines:
         if len(fields) != len(header):
             raise AdapterkitError(
@@ -83,33 +92,44 @@ def _text(record: dict, column: str, where: str) -> str:
     return value
 
 
-def read_predict_file(path: str | Path, task: str | GlueTask | None = None):
-    """Inputs for prediction as a `datasets.Dataset` with text_a[, text_b].
+def read_predict_file(path: str | Path, task: str | GlueTask | None = None, id_column: str | None = None):
+    """Inputs for prediction as a `datasets.Dataset` with text_a[, text_b][, id].
 
     Text columns: a pair `sentence1`/`sentence2` (or text_a/text_b,
-    premise/hypothesis, question1/question2, question/sentence), or a single
-    `sentence`/`text`. With `task`, a pair task requires a pair and a
-    single-sentence task a single column. An `id` column, if present, is kept.
+    premise/hypothesis, question1/question2, question/sentence), the task's own GLUE columns,
+    or a single `sentence`/`text`. With `task`, a pair task requires a pair and a
+    single-sentence task a single column, and the task's own header-less layout (GLUE's
+    CoLA/dev.tsv) is read as such. The `id_column` (default: `id`, if present) is kept as `id`.
     """
+    return predict_inputs(path, task, id_column)[0]
+
+
+def predict_inputs(path: str | Path, task: str | GlueTask | None = None, id_column: str | None = None):
+    """(dataset as `read_predict_file` returns it, the text column names as in the file, the id
+    column's name or None): what `adapterkit predict` copies into its output."""
     import datasets
 
     task = get_task(task) if isinstance(task, str) else task
     pair = None if task is None else task.is_pair
     columns: tuple[str, ...] | None = None
     out: dict[str, list] = {}
-    for number, record in iter_records(path):
+    id_name = id_column
+    for number, record in iter_records(path, task.columns if task else None):
         where = f"{path}:{number}"
         if columns is None:
-            columns = _text_columns(list(record), pair, where)
-            names = ["text_a", "text_b"][: len(columns)] + (["id"] if "id" in record else [])
-            out = {name: [] for name in names}
+            own = task.text_columns if task and all(c in record for c in task.text_columns) else None
+            columns = own or _text_columns(list(record), pair, where)
+            if id_column is not None and id_column not in record:
+                raise AdapterkitError(f"{where}: no id column {id_column!r} among {list(record)}")
+            id_name = id_column or ("id" if "id" in record else None)
+            out = {name: [] for name in ["text_a", "text_b"][: len(columns)] + (["id"] if id_name else [])}
         for name, column in zip(("text_a", "text_b"), columns):
             out[name].append(_text(record, column, where))
-        if "id" in out:
-            out["id"].append(str(record.get("id", "")))
+        if id_name:
+            out["id"].append(str(record.get(id_name, "")))
     if columns is None:
         raise AdapterkitError(f"{path}: no rows to predict")
-    return datasets.Dataset.from_dict(out)
+    return datasets.Dataset.from_dict(out), columns, id_name
 
 
 def _label(value, label_names: Sequence[str] | None, where: str) -> int:

@@ -79,6 +79,11 @@ def task_score(metrics: dict[str, float]) -> float:
     return 100.0 * metrics.get("matthews_correlation", metrics.get("accuracy", math.nan))
 
 
+def shown(score: float) -> str:
+    """A task_score as printed: on the 0-1 scale `adapterkit train` and `eval` use."""
+    return f"{score / 100:.4f}"
+
+
 def choose_layers(candidates: list[tuple[int, float]], c: float) -> int:
     """The growth rule: index of the chosen (task layers, dev score) candidate.
 
@@ -264,7 +269,7 @@ def _search(task, base, train, dev, cfg: MultiTaskConfig, pad: int, log):
         train_branch(net, states[0], labels, cfg.epochs, cfg.lr, cfg.batch_size, cfg.seed)
         metrics = compute_metrics(task, branch_logits(net, states[1]).numpy(), dev_labels)
         search[L] = task_score(metrics)
-        log(f"{task.name}: fine-tuned top {L} layers: dev {search[L]:.1f}")
+        log(f"{task.name}: fine-tuned top {L} layers: dev {shown(search[L])}")
         if best is None or search[L] > search[best[0]]:
             best = (L, net, states, metrics)
     return search, best
@@ -283,7 +288,7 @@ def _students(task, config, teacher: BranchNet, b: int, L: int, train, dev, stat
                      teacher_logits=soft, temperature=cfg.temperature, alpha=cfg.alpha)
         m = compute_metrics(task, branch_logits(student, dev_states).numpy(), [r["labels"] for r in dev])
         out.append(Candidate(f"kd{l}", b, l, m, Branch("layers", b, student.layers, student.head)))
-        log(f"{task.name}: student ({b},{l}): dev {task_score(m):.1f}")
+        log(f"{task.name}: student ({b},{l}): dev {shown(task_score(m))}")
     return out
 
 
@@ -313,7 +318,7 @@ def fit_adapter_task(name: str, cfg: MultiTaskConfig, tokenizer, log=print) -> T
     train_branch(net, trunk_states(model, train, b, pad), torch.tensor([r["labels"] for r in train]),
                  cfg.epochs, cfg.lr, cfg.batch_size, cfg.seed, params=params)
     m = compute_metrics(task, branch_logits(net, trunk_states(model, dev, b, pad)).numpy(), [r["labels"] for r in dev])
-    log(f"{name}: adapter above layer {b}: dev {task_score(m):.1f}")
+    log(f"{name}: adapter above layer {b}: dev {shown(task_score(m))}")
     cand = Candidate("adapter", b, n - b, m, Branch("layers", b, nn.ModuleList(), head))
     cand.model = model
     return TaskResult(name, {}, n - b, [cand], time.perf_counter() - t0)
@@ -351,7 +356,7 @@ def add_task(merged: MultiTaskModel, name: str, cfg: MultiTaskConfig, replace: b
     if name in merged.branches:
         merged.remove(name)
     add_candidate(merged, name, cand, source)
-    return f"({cand.branch_layer},{cand.num_layers}) {cand.name}, dev {cand.score:.1f}"
+    return f"({cand.branch_layer},{cand.num_layers}) {cand.name}, dev {shown(cand.score)}"
 
 
 def build_multitask(cfg: MultiTaskConfig, log=print) -> tuple[MultiTaskModel, list[TaskResult], object]:
