@@ -83,6 +83,10 @@ def train(
         typer.echo(f"{nproc} workers finished; outputs in {output or 'runs/'}")
         return  # the workers ran the job; rank 0 wrote the outputs
 
+    if quiet:
+        from adapterkit.progress import set_enabled
+
+        set_enabled(False)  # evaluation's progress too
     metrics = run_training(cfg, progress=not quiet)
     if not metrics:
         return  # a worker other than rank 0
