@@ -293,3 +293,13 @@ def test_distill_cli_user_errors(teacher_run, tmp_path):
                           (["--method", "pkd"], "needs --teacher")]:
         result = runner.invoke(app, ["distill", "--student-layers", "1", "--output", str(tmp_path / "x"), *map(str, args)])
         assert isinstance(result.exception, AdapterkitError) and message in str(result.exception)
+
+
+def test_distill_off_a_terminal_prints_progress_lines(teacher_run, tmp_path, monkeypatch):
+    """Issue 20: distillation was silent for minutes in a log; off a terminal it prints plain lines."""
+    monkeypatch.setenv("ADAPTERKIT_PROGRESS_EVERY", "0")  # a line every step
+    result = _cli("distill", "--teacher", teacher_run, "--student-layers", 1, "--method", "tinybert",
+                  "--output", tmp_path / "s", "--epochs", 1, "--train-limit", 16, "--batch-size", 8)
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stderr.splitlines() if line.startswith("distill (tinybert): step ")]
+    assert [line.split()[3] for line in lines[:2]] == ["1/2", "2/2"] and all("loss " in line for line in lines)

@@ -169,3 +169,21 @@ def test_distributed_train_two_workers_writes_outputs_and_comm_stats(tiny_bert_d
     assert stats["world_size"] == 2 and stats["compression"] == "fp16"
     printed = _run("eval", "--adapter", out, "--data-dir", glue_dir)
     assert f"accuracy: {metrics['best']['accuracy']:.4f}" in printed
+
+
+def test_a_failed_train_removes_only_the_output_folder_it_created(tiny_bert_dir, glue_dir, tmp_path, monkeypatch):
+    import adapterkit.loop
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(adapterkit.loop, "fit", broken)
+    new = tmp_path / "runs" / "new"
+    with pytest.raises(RuntimeError, match="boom"):
+        _train(tiny_bert_dir, glue_dir, new)
+    assert not (tmp_path / "runs").exists()  # the run created runs/ and runs/new: both gone
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    with pytest.raises(RuntimeError, match="boom"):
+        _train(tiny_bert_dir, glue_dir, mine)
+    assert mine.is_dir()  # a folder the user made stays
