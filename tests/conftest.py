@@ -30,22 +30,39 @@ def _repo_files() -> set[str]:
     return out
 
 
+def _home_files() -> set[str]:
+    """What tests could leave in the home folder: its entries and ~/.cache's, and everything in
+    ~/.cache/adapterkit except the compiled-kernel cache (a deliberate per-user build cache)."""
+    home = Path.home()
+    out = set()
+    for folder in (home, home / ".cache"):
+        if folder.is_dir():
+            out |= {f"~/{p.relative_to(home).as_posix()}" for p in folder.iterdir()}
+    ours = home / ".cache" / "adapterkit"
+    if ours.is_dir():
+        out |= {f"~/{p.relative_to(home).as_posix()}" for p in ours.rglob("*") if p.relative_to(ours).parts[0] != "kernels"}
+    return out
+
+
 def pytest_sessionstart(session):
     session.config._adapterkit_before = _repo_files()
+    session.config._adapterkit_home_before = _home_files()
 
 
 def pytest_sessionfinish(session, exitstatus):
-    """Fail the run if tests left files in the checkout (the user's cache is never used: see above)."""
+    """Fail the run if tests left files in the checkout or the home folder (the user's cache is
+    never used: see above)."""
     shutil.rmtree(_SESSION_TMP, ignore_errors=True)
     before = getattr(session.config, "_adapterkit_before", None)
     if before is None or hasattr(session.config, "workerinput"):
         return
-    new = sorted(_repo_files() - before)
-    if new:
-        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-        if reporter:
-            reporter.write_line(f"tests left files in the checkout: {', '.join(new[:10])}", red=True)
-        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    for where, new in (("the checkout", sorted(_repo_files() - before)),
+                       ("the home folder", sorted(_home_files() - session.config._adapterkit_home_before))):
+        if new:
+            reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+            if reporter:
+                reporter.write_line(f"tests left files in {where}: {', '.join(new[:10])}", red=True)
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="session")

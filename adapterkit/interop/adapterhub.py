@@ -283,7 +283,8 @@ def _build_backbone(source: str, model_class: str | None, head_src: Path | None)
         model = cls.from_config(config) if cls is transformers.AutoModel else cls(config)
         return model.eval(), True
     try:
-        return cls.from_pretrained(path, config=config).eval(), False
+        with backbone.quiet_loading():
+            return cls.from_pretrained(path, config=config).eval(), False
     except OSError as e:
         raise AdapterkitError(f"could not load {source!r}: {str(e).splitlines()[0]}") from None
 
