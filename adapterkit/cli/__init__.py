@@ -33,10 +33,9 @@ def _root(
         os.environ["ADAPTERKIT_VERBOSE"] = "1"  # read by adapterkit.backbone, inherited by workers
         os.environ["TRANSFORMERS_VERBOSITY"] = "warning"
         os.environ.pop("HF_DATASETS_DISABLE_PROGRESS_BARS", None)
-    if quiet:
-        from adapterkit.progress import set_enabled
+    from adapterkit.progress import set_enabled
 
-        set_enabled(False)
+    set_enabled(not quiet)  # every invocation decides afresh (main() may run many times in one process)
 
 
 # Modules that add their commands to `app` through a `register(app)` function.
