@@ -113,6 +113,9 @@ class TrainConfig:
         if self.full_finetune and (self.adapter != BottleneckConfig() or self.init_adapter):
             raise AdapterkitError("--full-finetune trains the whole backbone and no adapter: drop the adapter options "
                                   "(--sharing, --bottleneck, --placement, --layers, --init-adapter, ...)")
+            if self.data is not None and self.data.test:
+                raise AdapterkitError("a test file is not scored for a combination of adapters; score it with "
+                                      "`adapterkit eval` after training")
         if self.lr is None:
             self.lr = FULL_LR if self.full_finetune else ADAPTER_LR
         if self.output is None:
@@ -195,6 +198,12 @@ def _train(cfg: TrainConfig, progress: bool, log) -> dict:
         return {}  # a worker other than rank 0
     metrics["adapter_parameters"] = None if cfg.full_finetune or cfg.combine else count_parameters(model, task.name)
     metrics["head_parameters"] = sum(p.numel() for p in head_parameters(model).values())
+    if task.test is not None:  # the best weights, reloaded as `adapterkit eval` would
+        from adapterkit.tasks.heads import load_for_inference
+
+        best = load_for_inference(out)[0]
+        metrics["test"] = task.evaluate(best, task.test)
+        log(f"test {task.metric}: {metrics['test'][task.metric]:.4f}")
     write_json(out / "metrics.json", metrics)
     return metrics
 
@@ -208,7 +217,7 @@ def _load_task(cfg: TrainConfig, tokenizer):
     from adapterkit.tasks.load import load_task_files
 
     return load_task_files(cfg.task_type, cfg.data, tokenizer, cfg.max_seq_len, cfg.task_options,
-                           cfg.eval_batch_size, seed=cfg.seed)
+                           cfg.eval_batch_size, seed=cfg.seed, name=cfg.adapter_name)
 
 
 def _build_model(task, cfg: TrainConfig):

@@ -59,12 +59,15 @@ class PadCollator:
 
     Args:
         pad_token_id: id written into padded positions of input_ids.
-        regression: labels become float32 (else int64).
+        regression: labels become float32 (else int64); also multi-hot label rows.
+        label_pad: labels are per-token sequences (tagging, causal LM), padded with this value
+            (-100: ignored by the loss); None: one label (or label vector) per row.
     """
 
-    def __init__(self, pad_token_id: int = 0, regression: bool = False):
+    def __init__(self, pad_token_id: int = 0, regression: bool = False, label_pad: int | None = None):
         self.pad_token_id = pad_token_id
         self.regression = regression
+        self.label_pad = label_pad
 
     def __call__(self, rows: Sequence[dict]) -> dict:
         import torch
@@ -79,7 +82,10 @@ class PadCollator:
             batch[key] = torch.tensor(padded, dtype=torch.long)  # (B, T)
         if "labels" in rows[0]:
             dtype = torch.float32 if self.regression else torch.long
-            batch["labels"] = torch.tensor([r["labels"] for r in rows], dtype=dtype)  # (B,)
+            labels = [r["labels"] for r in rows]
+            if self.label_pad is not None:
+                labels = [list(x) + [self.label_pad] * (longest - len(x)) for x in labels]  # (B, T)
+            batch["labels"] = torch.tensor(labels, dtype=dtype)  # (B,) or (B, C) or (B, T)
         return batch
 
 

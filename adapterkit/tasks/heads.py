@@ -22,3 +22,46 @@ def saved_spec(folder: str | Path) -> TaskSpec | None:
 
     data = read_manifest(folder).get("task")
     return TaskSpec.from_dict(data) if data else None
+
+
+def run_spec(folder: Path, run: dict) -> TaskSpec:
+    """The head metadata of a run or adapter folder: the adapter's manifest, else the run's
+    config (full fine-tuning), else the GLUE preset of runs saved before task types."""
+    from adapterkit.errors import AdapterkitError
+    from adapterkit.io import CONFIG_FILE
+    from adapterkit.tasks.presets import glue_spec
+
+    spec = saved_spec(folder) if (folder / CONFIG_FILE).exists() else None
+    if spec is None and run.get("task_spec"):
+        spec = TaskSpec.from_dict(run["task_spec"])
+    if spec is None and run.get("task"):
+        spec = glue_spec(run["task"])
+    if spec is None:
+        raise AdapterkitError(f"{folder}: no task metadata (not an adapterkit run or adapter folder)")
+    return spec
+
+
+def load_for_inference(folder: str | Path):
+    """(model, tokenizer, spec, run_config) from an `adapterkit train` output folder or an adapter
+    folder: the backbone, the head the spec describes, the adapter, in eval mode."""
+    import json
+
+    from adapterkit import backbone
+    from adapterkit.errors import AdapterkitError
+    from adapterkit.io import load_adapter, read_manifest
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise AdapterkitError(f"{folder}: no such folder")
+    run = json.loads((folder / "run_config.json").read_text()) if (folder / "run_config.json").exists() else {}
+    spec = run_spec(folder, run)
+    full = run.get("full_finetune", False)
+    source = str(folder / "model") if full else run.get("model") or read_manifest(folder)["base_model"]["name_or_path"]
+    tokenizer_dir = folder / "tokenizer"
+    tokenizer = backbone.load_tokenizer(str(tokenizer_dir) if tokenizer_dir.is_dir() else source)
+    model = model_for(spec, source)
+    backbone.set_attention(model, run.get("attention"), run.get("rsa"))
+    if not full:
+        load_adapter(model, folder)
+    model.eval()
+    return model, tokenizer, spec, run

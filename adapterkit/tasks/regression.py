@@ -17,8 +17,11 @@ class Regression:
     def read(self, path, spec, notes):
         return sequence.read(path, spec, notes, multilabel=False, regression=True)
 
+    def read_inputs(self, path, spec):
+        return sequence.read(path, spec, [], labelled=False)
+
     def encode(self, raw, tokenizer, spec, max_seq_len):
-        return sequence.encode(raw, tokenizer, max_seq_len, float_labels=True)
+        return sequence.encode(raw, tokenizer, max_seq_len)
 
     def collator(self, pad_id):
         from adapterkit.data import PadCollator

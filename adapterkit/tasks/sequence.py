@@ -34,9 +34,10 @@ def guess_column(columns, given: str | None, guesses, what: str, flag: str, path
                           f"pass {flag}")
 
 
-def read(path, spec, notes: list[str], multilabel: bool, regression: bool):
+def read(path, spec, notes: list[str], multilabel: bool = False, regression: bool = False, labelled: bool = True):
     """A table as a Dataset with text_a[, text_b], label (and `id` when present); fills the
-    spec's columns and, from the first file read, its label names."""
+    spec's columns and, from the first file read, its label names. With labelled=False (inputs
+    to predict) only the text columns are read."""
     import datasets
 
     from adapterkit.data.user_files import read_table
@@ -49,16 +50,19 @@ def read(path, spec, notes: list[str], multilabel: bool, regression: bool):
         pair = PAIR_GUESSES[text]
         notes.append(f"{path}: text pair column {pair!r} (guessed; --text-pair-column chooses another)")
     pair = guess_column(columns, pair, (), "text pair", "--text-pair-column", path, notes) if pair else None
-    label = guess_column(columns, spec.label_column, LABEL_GUESSES, "label", "--label-column", path, notes)
-    spec.text_column, spec.text_pair_column, spec.label_column = text, pair, label
-    out = {"text_a": [], **({"text_b": []} if pair else {}), "label": []}
-    values = table[label]
+    out = {"text_a": [], **({"text_b": []} if pair else {})}
     for i, row in enumerate(table.select_columns([c for c in (text, pair) if c])):
         where = f"{path} row {i + 1}"
         out["text_a"].append(_text(row[text], where, text))
         if pair:
             out["text_b"].append(_text(row[pair], where, pair))
-        out["label"].append(values[i])
+    if "id" in columns:
+        out["id"] = [str(x) for x in table["id"]]
+    if not labelled:
+        return datasets.Dataset.from_dict(out)
+    label = guess_column(columns, spec.label_column, LABEL_GUESSES, "label", "--label-column", path, notes)
+    spec.text_column, spec.text_pair_column, spec.label_column = text, pair, label
+    out["label"] = table[label]
     if regression:
         out["label"] = [_number(v, f"{path} row {i + 1}", label) for i, v in enumerate(out["label"])]
     elif multilabel:
@@ -72,8 +76,6 @@ def read(path, spec, notes: list[str], multilabel: bool, regression: bool):
             raise AdapterkitError(f"{path}: column {label!r} holds one class only ({spec.labels[0]!r}); "
                                   "classification needs at least two")
         out["label"] = [_index(n, spec.labels, f"{path} row {i + 1}", label) for i, n in enumerate(names)]
-    if "id" in columns:
-        out["id"] = [str(x) for x in table["id"]]
     return datasets.Dataset.from_dict(out)
 
 
@@ -132,11 +134,10 @@ def _multi_hot(names: list[str], labels: list[str], where: str, column: str) -> 
     return hot
 
 
-def encode(raw, tokenizer, max_seq_len: int, float_labels: bool):
-    """Tokenize text_a[/text_b]; labels kept (float for regression and multi-hot rows)."""
+def encode(raw, tokenizer, max_seq_len: int):
+    """Tokenize text_a[/text_b]; labels kept as read (class ids, numbers or multi-hot rows)."""
     from adapterkit.data import encode as encode_rows
 
-    del float_labels  # the label column already has its final type (int, float or multi-hot)
     keep = [c for c in ("text_a", "text_b", "label") if c in raw.column_names]
     return encode_rows(raw.select_columns(keep), tokenizer, None, max_seq_len)
 
