@@ -144,7 +144,18 @@ def load_adapter(model: nn.Module, path: str | os.PathLike, name: str | None = N
     with torch.no_grad():
         for param, value in writes:
             param.copy_(value)
+    _restore_label_names(model, manifest.get("task"))
     return name
+
+
+def _restore_label_names(model: nn.Module, task) -> None:
+    """The head's label (tag) names from the saved task metadata into the model's config."""
+    config = getattr(model, "config", None)
+    labels = task.get("labels") if isinstance(task, dict) else None
+    if config is None or not isinstance(labels, list) or len(labels) != getattr(config, "num_labels", None):
+        return
+    config.id2label = dict(enumerate(str(label) for label in labels))
+    config.label2id = {str(label): i for i, label in enumerate(labels)}
 
 
 def describe_base_model(model: nn.Module, targets: dict[str, str] | None = None) -> dict:

@@ -159,6 +159,7 @@ def fit(model, task, runner, cfg: LoopSettings, out: Path, progress=None, log=pr
         "best_step": best["step"],
         "best": best["dev"],
         "stopped_early": stopped,
+        "stepwise": bool(cfg.eval_steps),
         "train_seconds": state.seconds,
         "examples_per_second": state.examples / state.seconds if state.seconds else None,
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),

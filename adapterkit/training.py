@@ -110,12 +110,12 @@ class TrainConfig:
             from adapterkit.compose.setup import Combination
 
             Combination(**self.combine)  # refuses bad settings before any work
-        if self.full_finetune and (self.adapter != BottleneckConfig() or self.init_adapter):
-            raise AdapterkitError("--full-finetune trains the whole backbone and no adapter: drop the adapter options "
-                                  "(--sharing, --bottleneck, --placement, --layers, --init-adapter, ...)")
             if self.data is not None and self.data.test:
                 raise AdapterkitError("a test file is not scored for a combination of adapters; score it with "
                                       "`adapterkit eval` after training")
+        if self.full_finetune and (self.adapter != BottleneckConfig() or self.init_adapter):
+            raise AdapterkitError("--full-finetune trains the whole backbone and no adapter: drop the adapter options "
+                                  "(--sharing, --bottleneck, --placement, --layers, --init-adapter, ...)")
         if self.lr is None:
             self.lr = FULL_LR if self.full_finetune else ADAPTER_LR
         if self.output is None:
@@ -199,10 +199,12 @@ def _train(cfg: TrainConfig, progress: bool, log) -> dict:
     metrics["adapter_parameters"] = None if cfg.full_finetune or cfg.combine else count_parameters(model, task.name)
     metrics["head_parameters"] = sum(p.numel() for p in head_parameters(model).values())
     if task.test is not None:  # the best weights, reloaded as `adapterkit eval` would
+        from adapterkit.precision import run_autocast
         from adapterkit.tasks.heads import load_for_inference
 
-        best = load_for_inference(out)[0]
-        metrics["test"] = task.evaluate(best, task.test)
+        best, _, _, run = load_for_inference(out, note=log)
+        with run_autocast(run):
+            metrics["test"] = task.evaluate(best, task.test)
         log(f"test {task.metric}: {metrics['test'][task.metric]:.4f}")
     write_json(out / "metrics.json", metrics)
     return metrics

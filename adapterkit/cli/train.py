@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from adapterkit.cli import options as opt
+from adapterkit.cli import task_options as topt
 
 
 def register(app: typer.Typer) -> None:
@@ -57,8 +58,26 @@ def train(
     drop_layers: Annotated[int, typer.Option("--drop-layers", help="AdapterDrop: no adapters in the lowest k layers (the backward pass stops at layer k).")] = 0,
     drop_robust: Annotated[bool, typer.Option("--drop-robust", help="Robust AdapterDrop: a random k in 0..--drop-layers per step; dev scores at k=0, `eval --drop-layers k` for others.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+    task_type: topt.TaskTypeOpt = None,
+    train_file: topt.TrainFileOpt = None,
+    validation_file: topt.ValidationFileOpt = None,
+    test_file: topt.TestFileOpt = None,
+    text_column: topt.TextColumnOpt = None,
+    text_pair_column: topt.TextPairColumnOpt = None,
+    label_column: topt.LabelColumnOpt = None,
+    tag_scheme: topt.TagSchemeOpt = None,
+    validation_fraction: topt.ValidationFractionOpt = 0.1,
+    threshold: topt.ThresholdOpt = 0.5,
+    doc_stride: topt.DocStrideOpt = 128,
+    max_answer_length: topt.MaxAnswerOpt = 30,
+    n_best: topt.NBestOpt = 20,
+    max_new_tokens: topt.MaxNewTokensOpt = 32,
+    eval_steps: topt.EvalStepsOpt = None,
+    gradient_accumulation_steps: topt.AccumulationOpt = 1,
+    early_stopping_patience: topt.PatienceOpt = None,
 ) -> None:
-    """Train an adapter on a GLUE task, evaluate on dev after every epoch, keep the best."""
+    """Train an adapter on a GLUE task (--task) or on your own files (--task-type, --train-file),
+    evaluate on the validation data after every epoch (or --eval-steps), keep the best."""
     import sys
 
     from adapterkit.dist import maybe_launch
@@ -66,6 +85,10 @@ def train(
 
     # every setting is checked here, before workers start or anything is trained
     adapter = opt.adapter_config(sharing, bottleneck, reduction_factor, placement, layers, leave_out, train_layer_norms)
+    data = topt.data_files(task_type, train_file, validation_file, test_file, text_column, text_pair_column,
+                           label_column, tag_scheme, validation_fraction)
+    options = dict(threshold=threshold, doc_stride=doc_stride, max_answer_length=max_answer_length, n_best=n_best,
+                   max_new_tokens=max_new_tokens)
     cfg = TrainConfig(task=task, model=model, adapter=adapter, full_finetune=full_finetune, epochs=epochs,
                       max_steps=max_steps, lr=lr, batch_size=batch_size, max_seq_len=max_seq_len, seed=seed,
                       data_dir=data_dir, output=output, resume=resume, init_adapter=init_adapter,
@@ -73,7 +96,10 @@ def train(
                       backbone_dropout=backbone_dropout, strategy=strategy, compression=compression,
                       bucket_mb=bucket_mb, precision=precision, backbone_dtype=backbone_dtype,
                       gradient_checkpointing=gradient_checkpointing, compile=compile,
-                      drop_layers=drop_layers, drop_robust=drop_robust)
+                      drop_layers=drop_layers, drop_robust=drop_robust,
+                      task_type=task_type, data=data, task_options=options if data else {},
+                      eval_steps=eval_steps, gradient_accumulation_steps=gradient_accumulation_steps,
+                      early_stopping_patience=early_stopping_patience)
     if push:
         from adapterkit.hub.refs import parse_ref
 
@@ -101,20 +127,29 @@ def train(
 def eval_(
     adapter: Annotated[Path, typer.Option("--adapter", help="Output folder of `adapterkit train`, or an adapter folder.")],
     task: Annotated[Optional[str], typer.Option("--task", help="GLUE task (default: the one the run trained on).")] = None,
-    split: Annotated[str, typer.Option("--split", help="Split to score: dev or train.")] = "dev",
+    split: Annotated[str, typer.Option("--split", help="Split to score: dev or train (runs on your files: also test).")] = "dev",
+    file: Annotated[Optional[str], typer.Option("--file", help="Runs on your files: score this labelled file (default: the run's --split file).")] = None,
     data_dir: Annotated[Optional[str], typer.Option("--data-dir", help="Folder with GLUE-layout task folders.")] = None,
     max_seq_len: Annotated[Optional[int], typer.Option("--max-seq-len", help="Default: the run's.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Evaluation batch size.")] = 128,
     precision: opt.RunPrecisionOpt = None,
     drop_layers: Annotated[Optional[int], typer.Option("--drop-layers", help="AdapterDrop at inference: no adapters in the lowest k layers. Default: the run's (0 after robust training).")] = None,
 ) -> None:
-    """Score a saved adapter on a GLUE split and print the task's metrics."""
+    """Score a saved adapter on a GLUE split, or a run on your files on its own or another file,
+    and print the task's metrics."""
     from adapterkit.data import encode, load_glue
     from adapterkit.evaluation import evaluate, load_run
     from adapterkit.backbone import check_positions
     from adapterkit.precision import run_autocast
 
     _check_sizes(max_seq_len, batch_size)
+    if task is None and _file_task(adapter):
+        from adapterkit.tasks.inference import evaluate_file
+
+        for key, value in evaluate_file(adapter, file, split, batch_size, max_seq_len, precision, typer.echo).items():
+            typer.echo(f"{key}: {value:.4f}")
+        return
+
     model, tokenizer, task_, run = load_run(adapter, task, precision, note=typer.echo)
     check_positions(model, max_seq_len or run.get("max_seq_len", 128))
     k = drop_layers if drop_layers is not None else (0 if run.get("drop_robust") else run.get("drop_layers", 0))
@@ -170,6 +205,13 @@ def predict(
         _write_predictions(output, records)
         typer.echo(f"wrote {len(records)} predictions to {output}")
         return
+    if task is None and _file_task(adapter):
+        from adapterkit.tasks.inference import predict_file
+
+        records = predict_file(adapter, input, batch_size, max_seq_len, precision, typer.echo)
+        _write_predictions(output, records)
+        typer.echo(f"wrote {len(records)} predictions to {output}")
+        return
     model, tokenizer, task_, run = load_run(adapter, task, precision, note=typer.echo)
     from adapterkit.backbone import check_positions
 
@@ -207,6 +249,20 @@ def _with_inputs(given: dict[str, list], text_columns, id_name: str | None, i: i
     return record | {name: given[text][i] for name, text in zip(text_columns, ("text_a", "text_b"))}
 
 
+def _file_task(folder: Path) -> bool:
+    """True for a run or adapter trained with --task-type (not a GLUE preset)."""
+    import json as _json
+
+    from adapterkit.tasks.heads import run_spec
+
+    run_file = folder / "run_config.json"
+    run = _json.loads(run_file.read_text()) if run_file.is_file() else {}
+    try:
+        return run_spec(folder, run).preset is None
+    except Exception:
+        return False  # let the GLUE path report what is wrong with the folder
+
+
 def _attention(name: str | None) -> str | None:
     if name in (None, "sdpa", "eager"):
         return name
@@ -235,7 +291,8 @@ def _write_predictions(path: Path, records: list[dict]) -> None:
         text = "".join(json.dumps(r) + "\n" for r in records)
     else:
         keys = list(records[0]) if records else []
-        text = "\t".join(keys) + "\n" + "".join("\t".join(" ".join(str(r[k]).split()) for k in keys) + "\n" for r in records)
+        cell = lambda v: json.dumps(v) if isinstance(v, (list, dict)) else " ".join(str(v).split())  # noqa: E731
+        text = "\t".join(keys) + "\n" + "".join("\t".join(cell(r[k]) for k in keys) + "\n" for r in records)
     write_text(path, text)
 
 
@@ -254,15 +311,21 @@ def _print_summary(metrics: dict, output: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{metrics['task']}: dev metrics per epoch (best: epoch {metrics['best_epoch']})")
+    table = Table(title=f"{metrics['task']}: dev metrics per epoch (best: epoch {metrics['best_epoch']})"
+                  if not metrics.get("stepwise") else f"{metrics['task']}: dev metrics (best: step {metrics['best_step']})")
     keys = [k for k in metrics["best"]]
     for column in ("epoch", "train loss", *keys):
         table.add_column(column, justify="right")
     for h in metrics["epochs"]:
-        mark = " *" if h["epoch"] == metrics["best_epoch"] else ""
-        table.add_row(f"{h['epoch']}{mark}", f"{h['train_loss']:.4f}", *(f"{h['dev'][k]:.4f}" for k in keys))
+        mark = " *" if h["step"] == metrics.get("best_step", h["step"]) and h["epoch"] == metrics["best_epoch"] else ""
+        where = f"{h['epoch']} (step {h['step']})" if metrics.get("stepwise") else f"{h['epoch']}"
+        table.add_row(f"{where}{mark}", f"{h['train_loss']:.4f}", *(f"{h['dev'][k]:.4f}" for k in keys))
     console = Console()
     console.print(table)
     console.print(f"{parameter_summary(metrics)}   train time: {metrics['train_seconds']:.0f} s"
                   + (f"   {metrics['examples_per_second']:.1f} examples/s" if metrics["examples_per_second"] else ""))
     console.print(f"best dev {metrics['metric']}: {metrics['best'][metrics['metric']]:.4f}   saved to {output}")
+    if metrics.get("stopped_early"):
+        console.print("stopped early: no better dev metric for --early-stopping-patience evaluations")
+    if metrics.get("test"):
+        console.print("test " + "  ".join(f"{k} {v:.4f}" for k, v in metrics["test"].items()))

@@ -41,13 +41,16 @@ def run_spec(folder: Path, run: dict) -> TaskSpec:
     return spec
 
 
-def load_for_inference(folder: str | Path):
+def load_for_inference(folder: str | Path, precision: str | None = None, note=print):
     """(model, tokenizer, spec, run_config) from an `adapterkit train` output folder or an adapter
-    folder: the backbone, the head the spec describes, the adapter, in eval mode."""
+    folder: the backbone, the head the spec describes, the adapter, in eval mode. The run's
+    precision (or `precision`) is resolved as `adapterkit.evaluation.load_run` does: run the
+    forward under `adapterkit.precision.run_autocast(run_config)`."""
     import json
 
     from adapterkit import backbone
     from adapterkit.errors import AdapterkitError
+    from adapterkit.evaluation import _apply_precision
     from adapterkit.io import load_adapter, read_manifest
 
     folder = Path(folder)
@@ -61,7 +64,7 @@ def load_for_inference(folder: str | Path):
     tokenizer = backbone.load_tokenizer(str(tokenizer_dir) if tokenizer_dir.is_dir() else source)
     model = model_for(spec, source)
     backbone.set_attention(model, run.get("attention"), run.get("rsa"))
-    if not full:
-        load_adapter(model, folder)
+    name = None if full else load_adapter(model, folder)
+    _apply_precision(model, run, precision, name, note)
     model.eval()
     return model, tokenizer, spec, run
