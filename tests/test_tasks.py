@@ -227,7 +227,8 @@ def test_squad_scores_follow_the_official_definitions():
 
     assert normalize_answer("The  Cat, sat!") == "cat sat"
     assert normalize_answer("an Apple a day") == "apple day"
-    assert f1("a b c", "b c d") == pytest.approx(2 / 3)
+    assert f1("x b c", "b c d") == pytest.approx(2 / 3)
+    assert f1("a b c", "b c d") == pytest.approx(0.8)  # the article "a" is dropped: P 2/2, R 2/3
     assert f1("the", "a") == 0.0  # both normalise to nothing: no common tokens
     scores = squad_scores({"q1": "Denver Broncos", "q2": "in 1990"},
                           {"q1": ["Denver Broncos", "Broncos"], "q2": ["1990"], "q3": ["x"]})
