@@ -167,7 +167,7 @@ BAD_FILES = [  # (file name, content, type, expected message)
     ("bad.csv", "text,label\nfine,1\nnot fine,1,extra\n", "classification", "bad.csv:3: expected 2 columns, found 3"),
     ("bad.jsonl", '{"text": "a", "label": "x"}\n{"text": "", "label": "y"}\n', "classification",
      "bad.jsonl row 2: column 'text' is empty"),
-    ("bad.jsonl", '{"text": "a", "label": 1}\n{"text": "b", "label": \n', "classification", "bad.jsonl:2: invalid JSON"),
+    ("bad.jsonl", '{"text": "a", "label": 1}\n{"text": "b", "label": \n', "classification", "bad.jsonl:2: not valid JSON"),
     ("bad.tsv", "text\tscore\nok\t1.5\nno\tabc\n", "regression", "bad.tsv row 2: column 'score': expected a number"),
     ("bad.csv", "words,stuff\nhello,1\n", "classification", "cannot tell which column holds the text"),
     ("bad.txt", "EU I-ORG\nrejects O\nGerman X-MISC\n", "token-classification", "bad.txt:3: column 'tag': bad tag 'X-MISC'"),
@@ -193,7 +193,13 @@ def test_malformed_rows_give_one_line_and_write_nothing(name, content, task_type
 def test_flag_mistakes_give_one_line(tmp_path, capsys):
     for args, message in [(["--train-file", "x.csv"], "--train-file needs --task-type"),
                           (["--task-type", "classification"], "needs --train-file"),
-                          (["--task-type", "summarisation", "--train-file", "x.csv"], "unknown task type")]:
+                          (["--task-type", "summarisation", "--train-file", "x.csv"], "unknown task type"),
+                          (["--task-type", "classification", "--train-file", "x.csv", "--validation-fraction", "1.5"],
+                           "validation_fraction must be < 1"),
+                          (["--task-type", "multilabel", "--train-file", "x.csv", "--threshold", "nan"],
+                           "threshold must be a finite number"),
+                          (["--task-type", "extractive-qa", "--train-file", "x.json", "--doc-stride", "0"],
+                           "doc_stride must be >= 1")]:
         code, _, err = cli(capsys, "train", *args, "--output", tmp_path / "run")
         assert code == 1 and message in err and len(err.strip().splitlines()) == 1, err
 

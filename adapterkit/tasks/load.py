@@ -39,8 +39,9 @@ class DataFiles:
     validation_fraction: float = 0.1
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.validation_fraction < 1.0:
-            raise AdapterkitError(f"validation_fraction must be between 0 and 1, got {self.validation_fraction}")
+        from adapterkit.config import check_number
+
+        check_number("validation_fraction", self.validation_fraction, above=0.0, below=1.0)
 
 
 def task_spec(task_type: str, data: DataFiles, options: dict | None = None) -> TaskSpec:

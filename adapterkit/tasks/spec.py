@@ -51,11 +51,11 @@ class TaskSpec:
             self.labels = [str(label) for label in self.labels]
             if len(set(self.labels)) != len(self.labels):
                 raise AdapterkitError(f"task {self.type}: label names repeat: {self.labels}")
-        if not 0.0 < self.threshold < 1.0:
-            raise AdapterkitError(f"threshold must be between 0 and 1, got {self.threshold}")
+        from adapterkit.config import check_number
+
+        check_number("threshold", self.threshold, above=0.0, below=1.0)
         for name in ("max_answer_length", "n_best", "doc_stride", "max_new_tokens"):
-            if getattr(self, name) < 1:
-                raise AdapterkitError(f"{name} must be >= 1, got {getattr(self, name)}")
+            check_number(name, getattr(self, name), minimum=1, integer=True)
 
     @property
     def num_labels(self) -> int:
