@@ -119,8 +119,10 @@ def _check_prediction(task_type: str, records: list[dict], spec: dict, files: di
 
 @pytest.mark.parametrize("task_type", list(CASES))
 def test_head_round_trip_is_exact_through_load_for_inference(task_type, tiny_bert_dir, tiny_gpt2_dir, tmp_path):
-    """A saved adapter with its head metadata rebuilds the same head: identical outputs."""
+    """A saved adapter with its head metadata rebuilds the same head, also after a hub push and
+    pull: identical outputs."""
     import adapterkit as ak
+    from adapterkit.hub import pull_adapter, push_adapter
     from adapterkit.tasks import TaskSpec, load_for_inference, model_for
 
     labels = {"classification": ["neg", "pos", "mid"], "multilabel": ["a", "b"],
@@ -135,18 +137,22 @@ def test_head_round_trip_is_exact_through_load_for_inference(task_type, tiny_ber
         for p in model.parameters():
             if p.requires_grad:
                 p.add_(0.05 * torch.randn_like(p))  # adapter and head away from their initial values
-    ak.save_adapter(model, "mine", tmp_path, task=spec.to_dict())
-    loaded, _, spec2, _ = load_for_inference(tmp_path)
-    assert spec2 == spec
-    if labels:
-        assert loaded.config.id2label == dict(enumerate(labels))
+    ak.save_adapter(model, "mine", tmp_path / "adapter", task=spec.to_dict())
+    # and through a folder hub: push, pull, rebuild
+    push_adapter(tmp_path / "adapter", "me/heads:v1", hub=str(tmp_path / "hub"))
+    pulled = pull_adapter("me/heads:v1", tmp_path / "pulled", hub=str(tmp_path / "hub"))
     ids = torch.tensor([[101, 2023, 2003, 1037, 3231, 102]])
     model.eval()
     keys = {"extractive-qa": ("start_logits", "end_logits")}.get(task_type, ("logits",))
-    with torch.inference_mode():
-        a, b = model(input_ids=ids), loaded(input_ids=ids)
-    for key in keys:
-        assert torch.equal(getattr(a, key), getattr(b, key))
+    for folder in (tmp_path / "adapter", pulled):
+        loaded, _, spec2, _ = load_for_inference(folder)
+        assert spec2 == spec
+        if labels:
+            assert loaded.config.id2label == dict(enumerate(labels))
+        with torch.inference_mode():
+            a, b = model(input_ids=ids), loaded(input_ids=ids)
+        for key in keys:
+            assert torch.equal(getattr(a, key), getattr(b, key))
 
 
 @needs_data
