@@ -298,8 +298,24 @@ def test_distill_cli_user_errors(teacher_run, tmp_path):
 def test_distill_off_a_terminal_prints_progress_lines(teacher_run, tmp_path, monkeypatch):
     """Issue 20: distillation was silent for minutes in a log; off a terminal it prints plain lines."""
     monkeypatch.setenv("ADAPTERKIT_PROGRESS_EVERY", "0")  # a line every step
-    result = _cli("distill", "--teacher", teacher_run, "--student-layers", 1, "--method", "tinybert",
+    result = _cli("distill", "--teacher", teacher_run, "--student-layers", 1, "--method", "vanilla",
                   "--output", tmp_path / "s", "--epochs", 1, "--train-limit", 16, "--batch-size", 8)
     assert result.exit_code == 0, result.output
-    lines = [line for line in result.stderr.splitlines() if line.startswith("distill (tinybert): step ")]
+    err = result.stderr.splitlines()
+    lines = [line for line in err if line.startswith("distill (vanilla): step ")]
     assert [line.split()[3] for line in lines[:2]] == ["1/2", "2/2"] and all("loss " in line for line in lines)
+
+
+def test_prediction_passes_report_progress(tiny_bert_dir, monkeypatch, capsys):
+    """The teacher-logit and dev passes of a distillation (minutes on CoLA) print lines too."""
+    from adapterkit.backbone import load_model
+    from adapterkit.transfer.common import predict
+
+    monkeypatch.setenv("ADAPTERKIT_PROGRESS_EVERY", "0")
+    model = load_model(str(tiny_bert_dir), num_labels=2)
+    rows = [{"input_ids": [101, 2000 + i, 102], "attention_mask": [1, 1, 1], "labels": 0} for i in range(12)]
+    logits = predict(model, rows, 0, batch_size=4, title="teacher logits")
+    assert logits.shape == (12, 2) and not logits.requires_grad
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split()[3] for line in lines] == ["1/3", "2/3", "3/3"] and lines[-1].endswith("done")
+    assert all(line.startswith("teacher logits: step ") for line in lines)

@@ -110,13 +110,18 @@ def steps_for(n_rows: int, spec: TransferSpec) -> int:
 
 
 @torch.inference_mode()
-def predict(model, rows: list[dict], pad_id: int, batch_size: int = 64) -> torch.Tensor:
-    """Logits (N, C) in row order."""
+@torch.no_grad()
+def predict(model, rows: list[dict], pad_id: int, batch_size: int = 64, title: str = "predict") -> torch.Tensor:
+    """Logits (N, C) in row order (progress reported under `title`)."""
+    from adapterkit.progress import progress
+
     was_training = model.training
     model.eval()
     logits = torch.empty(len(rows), model.config.num_labels)
-    for batch in batches(rows, batch_size, pad_id, seed=0, shuffle=False):
-        logits[batch["_rows"]] = model(**model_inputs(batch)).logits.float()
+    with progress(title, -(-len(rows) // batch_size)) as bar:
+        for batch in batches(rows, batch_size, pad_id, seed=0, shuffle=False):
+            logits[batch["_rows"]] = model(**model_inputs(batch)).logits.float()
+            bar(examples=len(batch["_rows"]))
     model.train(was_training)
     return logits
 

@@ -160,8 +160,8 @@ def distill_run(teacher_dir: str | Path, student_layers: int, cfg: KDConfig, out
     seconds = time.perf_counter() - t0
     labels = [r["labels"] for r in dev]
     metrics = {"task": task_.name, "method": cfg.method, "student_layers": student_layers,
-               "teacher_dev": compute_metrics(task_, predict(teacher, dev, pad).numpy(), labels),
-               "student_dev": compute_metrics(task_, predict(student, dev, pad).numpy(), labels),
+               "teacher_dev": compute_metrics(task_, predict(teacher, dev, pad, title="teacher dev").numpy(), labels),
+               "student_dev": compute_metrics(task_, predict(student, dev, pad, title="student dev").numpy(), labels),
                "params": {"teacher": count_params(teacher), "student": count_params(student)},
                "train_rows": len(train), "steps": history["steps"], "train_seconds": seconds,
                "final_loss": history["losses"][-1], "kd": cfg.to_dict(), "teacher_dir": str(teacher_dir)}

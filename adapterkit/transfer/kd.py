@@ -78,7 +78,7 @@ def distill(teacher: nn.Module, student: nn.Module, rows: list[dict], cfg: KDCon
     ctx = _context(teacher, student, cfg, row_extras or {}, modules or {})
     params = _trainable(student, cfg.train) + list(ctx.proj_hidden.parameters()) + list(ctx.proj_embed.parameters())
     params += [p for m in ctx.modules.values() for p in m.parameters() if p.requires_grad]
-    cached = predict(teacher, rows, pad_id) if not method.needs else None
+    cached = predict(teacher, rows, pad_id, title="teacher logits") if not method.needs else None
     kwargs = {"output_hidden_states": "hidden" in method.needs, "output_attentions": needs_attn}
     stream = cycle(lambda epoch: batches(rows, cfg.batch_size, pad_id, seed=cfg.seed * 1000 + epoch))
     student.train()
