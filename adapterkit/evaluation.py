@@ -11,31 +11,27 @@ from adapterkit.files import read_json
 
 
 def make_batches(rows, batch_size: int, pad_id: int, regression: bool, seed: int | None = None):
-    """Padded batches of encoded rows (`data.batches` with PadCollator), each with its `_index`."""
+    """Padded batches of encoded rows (`data.batches` with PadCollator), each with its `_rows`."""
     from adapterkit.data import PadCollator
     from adapterkit.data.encode import batches
 
     for idx, batch in batches(rows, batch_size, PadCollator(pad_id, regression=regression), seed):
-        yield batch | {"_index": idx}
+        yield batch | {"_rows": idx}
 
 
-@torch.inference_mode()
 def predict_logits(model, rows, batch_size: int, pad_id: int, regression: bool = False,
                    title: str = "eval") -> torch.Tensor:
-    """Logits (N, C) in the rows' original order (progress reported under `title`)."""
+    """Logits (N, C) in the rows' original order (eval mode, restored after; progress under `title`)."""
     from adapterkit.progress import progress
+    from adapterkit.toolkit.batching import model_inputs
+    from adapterkit.toolkit.features import eval_mode, in_row_order
 
-    model.eval()
-    out = [None] * len(rows)
-    with progress(title, -(-len(rows) // batch_size)) as bar:
-        for batch in make_batches(rows, batch_size, pad_id, regression):
-            index = batch.pop("_index")
-            batch.pop("labels", None)
-            logits = model(**batch).logits.float()
-            for i, row in zip(index, logits):
-                out[i] = row
-            bar(examples=len(index))
-    return torch.stack(out)
+    with progress(title, -(-len(rows) // batch_size)) as bar, eval_mode(model):
+        def logits(batch: dict) -> torch.Tensor:
+            bar(examples=len(batch["_rows"]))
+            return model(**model_inputs(batch)).logits
+
+        return in_row_order(make_batches(rows, batch_size, pad_id, regression), logits, len(rows))
 
 
 def evaluate(model, rows, task, batch_size: int = 128, pad_id: int = 0) -> dict[str, float]:

@@ -24,6 +24,7 @@ from adapterkit.checkpoint import load_checkpoint, recover_checkpoint, save_chec
 from adapterkit.model import get_bank
 from adapterkit.data.encode import batches
 from adapterkit.progress import progress as progress_bar
+from adapterkit.toolkit.schedule import linear_warmup
 
 
 @dataclass
@@ -101,9 +102,7 @@ class LocalRunner:
         pass
 
 
-def linear_schedule(optimizer, warmup: int, total: float):
-    """Linear warm-up over `warmup` steps, then linear decay to 0 at `total`."""
-    def factor(step: int) -> float:
+def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / (warmup + 1)
         return max(0.0, (total - step) / max(1.0, total - warmup))
@@ -127,7 +126,7 @@ def fit(model, task, runner, cfg: LoopSettings, out: Path, progress=None, log=pr
     accum = cfg.gradient_accumulation_steps
     steps_per_epoch = math.ceil(math.ceil(len(task.train.rows) / cfg.batch_size) / accum)
     total = min(cfg.max_steps or math.inf, cfg.epochs * steps_per_epoch)
-    scheduler = linear_schedule(optimizer, int(total * cfg.warmup_ratio), total)
+    scheduler = linear_warmup(optimizer, int(total * cfg.warmup_ratio), total)
     state, start_epoch = _State(), 0
     if cfg.resume and recover_checkpoint(out / "checkpoint", resume=True):
         saved = load_checkpoint(out / "checkpoint", model, optimizer, scheduler, cfg.full_finetune)

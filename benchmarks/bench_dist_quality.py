@@ -53,6 +53,7 @@ def train_one(args, spec: str) -> dict:
     from adapterkit.dist.strategies import DistConfig, wrap_for_strategy
     from adapterkit.evaluation import evaluate, make_batches
     from adapterkit.model import add_adapter, train_adapter
+    from adapterkit.toolkit.schedule import linear_warmup
 
     task = get_task("cola")
     tokenizer = backbone.load_tokenizer(None)
@@ -65,12 +66,12 @@ def train_one(args, spec: str) -> dict:
     run = wrap_for_strategy(model, "ddp", DistConfig(compression=spec, bucket_mb=4))
     opt = torch.optim.AdamW(run.parameters(), lr=args.lr)
     steps = args.epochs * math.ceil(len(train_rows) / args.batch_size)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / (0.1 * steps), (steps - s) / (0.9 * steps)))
+    sched = linear_warmup(opt, int(0.1 * steps), steps)  # the trainer's schedule
     pad_id, t0, losses = tokenizer.pad_token_id or 0, time.perf_counter(), []
     for epoch in range(args.epochs):
         model.train()
         for batch in make_batches(train_rows, args.batch_size, pad_id, False, seed=args.seed + epoch):
-            batch.pop("_index", None)
+            batch.pop("_rows", None)
             losses.append(run.step(run.shard(batch)))
             opt.step()
             sched.step()

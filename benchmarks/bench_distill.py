@@ -82,10 +82,12 @@ def main() -> None:
 
 
 def run_seed(seed: int, domains: list[str], args) -> tuple[dict, tuple]:
-    from adapterkit.transfer.common import score
+    from adapterkit.toolkit.scoring import score
     from adapterkit.transfer.distill import concat_domains, domain_data, new_teacher
     from adapterkit.transfer.kd import KDConfig, distill, train_supervised
-    from adapterkit.transfer.metakd import meta_distill, prototype_scores, sentence_embeddings, train_meta_teacher
+    from adapterkit.toolkit.features import frozen_features
+    from adapterkit.transfer.metakd import meta_distill, train_meta_teacher
+    from adapterkit.transfer.typicality import typicality_scores
     from adapterkit.transfer.registry import TransferSpec
     from adapterkit.transfer.student import make_student
 
@@ -127,7 +129,7 @@ def run_seed(seed: int, domains: list[str], args) -> tuple[dict, tuple]:
     print(f"seed {seed}: BERT-mix {acc['BERT-mix']} students {acc['BERT-mix -> TinyBERT']}", flush=True)
     meta, _, _ = teacher()
     labels = torch.tensor([r["labels"] for r in rows])
-    scores = prototype_scores(sentence_embeddings(meta, rows, pad), labels, dom)
+    scores = typicality_scores(frozen_features(meta, rows, pad), labels, dom)
     head = train_meta_teacher(meta, rows, dom, scores, tcfg, pad)
     for k, d in enumerate(domains):
         acc["Meta-teacher"][d] = score(meta, data[d].test, pad)["accuracy"]

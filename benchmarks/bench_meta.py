@@ -106,7 +106,7 @@ def meta_start(args, records: Records, algorithm: str, target: str, sources: lis
     from adapterkit.io import save_adapter
     from adapterkit.transfer.meta import ADAPTER, MetaOptions, meta_learn, new_model
     from adapterkit.transfer.meta_tasks import load_meta_task
-    from adapterkit.transfer.typicality import embed_rows
+    from adapterkit.toolkit.features import frozen_features
 
     folder = Path(args.out) / "starts" / f"{algorithm}-{target}"
     key = {"kind": "meta", "algorithm": algorithm, "target": target}
@@ -122,7 +122,7 @@ def meta_start(args, records: Records, algorithm: str, target: str, sources: lis
     if learner in ("metaft", "metadtl"):  # the frozen-backbone embeddings, computed once per source
         for task in tasks:
             if task.name not in cache:
-                cache[task.name] = embed_rows(model, task.train, tokenizer.pad_token_id or 0)
+                cache[task.name] = frozen_features(model, task.train, tokenizer.pad_token_id or 0)
         emb = [cache[task.name] for task in tasks]
     info, include_head = meta_learn(learner, model, tasks, spec, opts, tokenizer.pad_token_id or 0, emb)
     save_adapter(model, ADAPTER, folder, include_head=include_head)

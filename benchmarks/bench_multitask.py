@@ -146,10 +146,10 @@ def task_rows(name, cfg, tokenizer):
 
 def dev_score(model, task, dev, pad) -> float:
     from adapterkit.metrics import compute_metrics
-    from adapterkit.transfer.common import predict
+    from adapterkit.toolkit.scoring import predict_logits
     from adapterkit.transfer.multitask_train import task_score
 
-    return task_score(compute_metrics(task, predict(model, dev, pad).numpy(), [r["labels"] for r in dev]))
+    return task_score(compute_metrics(task, predict_logits(model, dev, pad).numpy(), [r["labels"] for r in dev]))
 
 
 def run_baselines(name, cfg, tokenizer, args):

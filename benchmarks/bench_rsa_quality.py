@@ -145,7 +145,7 @@ def run_arm(arm: str, seed: int, data, args) -> dict:
     for epoch in range(args.epochs):
         model.train()
         for batch in make_batches(data["train"], args.batch_size, 0, False, seed=seed + epoch):
-            batch.pop("_index")
+            batch.pop("_rows")
             model(**batch).loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)

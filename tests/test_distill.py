@@ -14,7 +14,9 @@ from adapterkit import BottleneckConfig, add_adapter, list_adapters
 from adapterkit.errors import AdapterkitError
 from adapterkit.transfer.kd import KDConfig, TrainConfig, distill, train_supervised
 from adapterkit.transfer.kd_losses import KD_METHODS, KDContext, layer_map
-from adapterkit.transfer.metakd import DomainHead, expertise_weights, prototype_scores
+from adapterkit.toolkit.features import frozen_features
+from adapterkit.transfer.metakd import DomainHead, expertise_weights
+from adapterkit.transfer.typicality import typicality_scores
 from adapterkit.transfer.student import load_student, make_student, save_student
 
 H = 32
@@ -124,9 +126,9 @@ def test_distillation_brings_the_student_closer_to_the_teacher(method):
 
 
 def _kl(teacher, student, rows) -> float:
-    from adapterkit.transfer.common import predict
+    from adapterkit.toolkit.scoring import predict_logits
 
-    t, s = predict(teacher, rows, 0).log_softmax(-1), predict(student, rows, 0).log_softmax(-1)
+    t, s = predict_logits(teacher, rows, 0).log_softmax(-1), predict_logits(student, rows, 0).log_softmax(-1)
     return float((t.exp() * (t - s)).sum(-1).mean())
 
 
@@ -153,12 +155,22 @@ def test_prototype_scores_by_hand():
     # two domains, one class: prototypes are the domain means
     emb = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
     labels, domains = torch.zeros(4, dtype=torch.long), torch.tensor([0, 0, 1, 1])
-    scores = prototype_scores(emb, labels, domains, alpha=0.5)
+    scores = typicality_scores(emb, labels, domains, alpha=0.5)
     assert torch.allclose(scores, torch.full((4,), 0.5))  # 0.5 * cos 1 + 0.5 * cos 0
     emb2 = torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0], [0.0, 1.0]])
-    s2 = prototype_scores(emb2, labels, domains, alpha=0.5)
+    s2 = typicality_scores(emb2, labels, domains, alpha=0.5)
     own = torch.nn.functional.cosine_similarity(emb2[1], emb2[:2].mean(0), dim=0)
     assert math.isclose(float(s2[1]), 0.5 * float(own) + 0.5 * math.sqrt(0.5), rel_tol=1e-5)
+
+
+def test_prototype_score_of_a_class_no_other_domain_has_is_its_own_domain_term():
+    # domain 1 has class 1 only; rows 2-3 of class 1 have no counterpart elsewhere: score = own cosine
+    # (MetaKD and MetaFT share this formula; counting the missing cross-domain term as 0 would halve it)
+    emb = torch.tensor([[1.0, 0.0], [0.8, 0.2], [0.0, 1.0], [0.3, 1.0]])
+    labels, domains = torch.tensor([0, 0, 1, 1]), torch.tensor([0, 0, 1, 1])
+    scores = typicality_scores(emb, labels, domains, alpha=0.5)
+    own = torch.nn.functional.cosine_similarity(emb[3], emb[2:].mean(0), dim=0)
+    assert math.isclose(float(scores[3]), float(own), rel_tol=1e-5)
 
 
 def test_expertise_weights_favour_confident_correct_teachers():
@@ -170,12 +182,12 @@ def test_expertise_weights_favour_confident_correct_teachers():
 
 
 def test_meta_teacher_and_meta_distillation_from_python():
-    from adapterkit.transfer.metakd import meta_distill, sentence_embeddings, train_meta_teacher
+    from adapterkit.transfer.metakd import meta_distill, train_meta_teacher
 
     teacher, rows = tiny_teacher(), tiny_rows(24)
     domains = torch.tensor([i % 3 for i in range(24)])
     labels = torch.tensor([r["labels"] for r in rows])
-    scores = prototype_scores(sentence_embeddings(teacher, rows), labels, domains)
+    scores = typicality_scores(frozen_features(teacher, rows), labels, domains)
     assert scores.shape == (24,) and bool((scores.abs() <= 1).all())
     before = copy.deepcopy(teacher.state_dict())
     head = train_meta_teacher(teacher, rows, domains, scores, TrainConfig(epochs=2, lr=1e-2, batch_size=8,
@@ -309,7 +321,7 @@ def test_distill_off_a_terminal_prints_progress_lines(teacher_run, tmp_path, mon
 def test_prediction_passes_report_progress(tiny_bert_dir, monkeypatch, capsys):
     """The teacher-logit and dev passes of a distillation (minutes on CoLA) print lines too."""
     from adapterkit.backbone import load_model
-    from adapterkit.transfer.common import predict
+    from adapterkit.toolkit.scoring import predict_logits as predict
 
     monkeypatch.setenv("ADAPTERKIT_PROGRESS_EVERY", "0")
     model = load_model(str(tiny_bert_dir), num_labels=2)
@@ -319,3 +331,24 @@ def test_prediction_passes_report_progress(tiny_bert_dir, monkeypatch, capsys):
     lines = capsys.readouterr().err.splitlines()
     assert [line.split()[3] for line in lines] == ["1/3", "2/3", "3/3"] and lines[-1].endswith("done")
     assert all(line.startswith("teacher logits: step ") for line in lines)
+
+
+@pytest.mark.parametrize("name", ["kd", "metakd"])
+def test_distillation_algorithms_refuse_unknown_options(name):
+    from adapterkit.transfer.registry import TransferSpec, run_algorithm
+
+    spec = TransferSpec(source=["dvd"], target="books", quick=True, options={"temprature": 2.0})
+    with pytest.raises(AdapterkitError, match=r"unknown option\(s\) \['temprature'\] for " + name):
+        run_algorithm(name, spec)
+
+
+def test_distill_cli_takes_method_names_from_the_registry():
+    from adapterkit.cli.distill import distill as distill_command
+    from adapterkit.transfer.kd_losses import KD_METHODS, register_kd_method, vanilla_loss
+
+    register_kd_method("mine_for_test")(vanilla_loss)
+    try:
+        with pytest.raises(AdapterkitError, match="metakd, mine_for_test, pkd"):
+            distill_command(student_layers=1, output="/nonexistent/x", method="bogus")
+    finally:
+        KD_METHODS.pop("mine_for_test")

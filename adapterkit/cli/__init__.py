@@ -46,18 +46,12 @@ _registered: list[str] = []
 
 
 def _register_all() -> None:
-    """Add every command group to `app`, once (main() may run many times in one process)."""
+    """Add every command group to `app`, once (main() may run many times in one process). A
+    missing module is an error, never a silently absent command."""
     for name in _COMMAND_MODULES:
-        if name in _registered:
-            continue
-        try:
-            module = importlib.import_module(f"adapterkit.cli.{name}")
-        except ModuleNotFoundError as e:
-            if e.name == f"adapterkit.cli.{name}":
-                continue  # that command group is not part of this build
-            raise
-        module.register(app)
-        _registered.append(name)
+        if name not in _registered:
+            importlib.import_module(f"adapterkit.cli.{name}").register(app)
+            _registered.append(name)
 
 
 def main(argv: list[str] | None = None) -> None:

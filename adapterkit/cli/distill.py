@@ -10,9 +10,6 @@ import typer
 
 from adapterkit.cli import options as opt
 
-METHODS = ("vanilla", "pkd", "tinybert", "metakd")
-
-
 def register(app: typer.Typer) -> None:
     app.command("distill")(distill)
 
@@ -21,11 +18,14 @@ def distill(
     student_layers: Annotated[int, typer.Option("--student-layers", help="Layers of the student, initialised from the teacher's bottom layers.")],
     output: Annotated[Path, typer.Option("--output", help="Folder for the student (model/, adapters/, tokenizer/) and metrics.json.")],
     teacher: Annotated[Optional[Path], typer.Option("--teacher", metavar="DIR", help="Required (except with --method metakd): an `adapterkit train` output folder or a distilled student. With --method metakd it is optional: a meta-teacher folder from an earlier run, else one is trained.")] = None,
-    method: Annotated[str, typer.Option("--method", help="vanilla (soft targets), pkd (+ normalised [CLS] states), tinybert (+ hidden states, attention maps, embeddings) or metakd.")] = "vanilla",
+    method: Annotated[str, typer.Option("--method", help="A registered distillation method: vanilla (soft targets), pkd (+ normalised [CLS] states), tinybert (+ hidden states, attention maps, embeddings), metakd, or one added with register_kd_method.")] = "vanilla",
     task: Annotated[Optional[str], typer.Option("--task", help="GLUE task (default: the teacher's).")] = None,
     domains: Annotated[str, typer.Option("--domains", help="--method metakd: all domains of the meta-teacher, comma-separated.")] = "books,dvd,electronics,kitchen",
     targets: Annotated[Optional[str], typer.Option("--targets", help="--method metakd: domains to distil a student for (default: all).")] = None,
     model: opt.ModelOpt = None,
+    sharing: opt.SharingOpt = "1",
+    bottleneck: opt.BottleneckOpt = None,
+    reduction_factor: opt.ReductionOpt = None,
     teacher_mode: Annotated[str, typer.Option("--teacher-mode", help="--method metakd: train the meta-teacher's 'adapter' or the 'full' backbone.")] = "adapter",
     teacher_epochs: Annotated[int, typer.Option("--teacher-epochs", help="--method metakd: meta-teacher epochs.")] = 3,
     teacher_lr: Annotated[Optional[float], typer.Option("--teacher-lr", help="--method metakd: meta-teacher learning rate (default 1e-3 adapter, 5e-5 full).")] = None,
@@ -47,11 +47,12 @@ def distill(
     """Distil a teacher into a student with the teacher's bottom --student-layers layers."""
     from adapterkit.errors import AdapterkitError
     from adapterkit.transfer.kd import KDConfig, TrainConfig
+    from adapterkit.transfer.kd_losses import KD_METHODS
 
     from adapterkit.files import check_output
 
-    if method not in METHODS:
-        raise AdapterkitError(f"--method must be one of {', '.join(METHODS)}; got {method!r}")
+    if method not in KD_METHODS:
+        raise AdapterkitError(f"--method must be one of {', '.join(sorted(KD_METHODS))}; got {method!r}")
     check_output(output, overwrite, inputs=[teacher] if teacher else [], folder=True)
     cfg = KDConfig(method=method, temperature=temperature if temperature is not None else (1.0 if method in ("tinybert", "metakd") else 2.0),
                    alpha=alpha, beta=beta, layer_map=_layer_map(layer_map), epochs=epochs, lr=lr,
@@ -65,7 +66,8 @@ def distill(
                            adapter="teacher" if teacher_mode == "adapter" else None)
         result = metakd_run(names, [t for t in (targets or domains).split(",") if t], student_layers, cfg, tcfg, output,
                             model=model, teacher_dir=teacher, max_seq_len=max_seq_len or 128, data_dir=data_dir,
-                            train_limit=train_limit, eval_limit=eval_limit)
+                            train_limit=train_limit, eval_limit=eval_limit,
+                            **opt.adapter_shape(sharing, bottleneck, reduction_factor))
         for d, acc in result["student_test"].items():
             typer.echo(f"{d}: student accuracy {acc['accuracy']:.4f}  meta-teacher {result['teacher_test'][d]['accuracy']:.4f}")
     else:

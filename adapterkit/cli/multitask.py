@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from adapterkit.atomic import write_json, write_text
 from adapterkit.cli import options as opt
 
 multitask_app = typer.Typer(help="One frozen trunk, one branch per task: build, add, remove, predict.",

@@ -60,6 +60,15 @@ CompileOpt = Annotated[
 ]
 
 
+def adapter_shape(sharing: str = "1", bottleneck: int | None = None, reduction_factor: float | None = None) -> dict:
+    """--sharing/--bottleneck/--reduction-factor (the option group every command that creates
+    adapters takes) as keyword arguments: sharing, bottleneck_dim, reduction_factor."""
+    from adapterkit.config import BottleneckConfig
+
+    config = BottleneckConfig(bottleneck_dim=bottleneck, reduction_factor=reduction_factor, sharing=sharing)
+    return {"sharing": config.sharing, "bottleneck_dim": config.bottleneck_dim, "reduction_factor": config.reduction_factor}
+
+
 def adapter_config(
     sharing: str = "1",
     bottleneck: int | None = None,

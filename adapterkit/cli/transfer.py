@@ -6,6 +6,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from adapterkit.cli import options as opt
+
 transfer_app = typer.Typer(help="Transfer-learning algorithms built on adapters.", no_args_is_help=True)
 
 
@@ -37,6 +39,9 @@ def run(
     epochs: Annotated[int, typer.Option("--epochs", help="Passes over the training data.")] = 3,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Training batch size.")] = 32,
     lr: Annotated[float, typer.Option("--lr", help="Learning rate.")] = 1e-3,
+    sharing: opt.SharingOpt = "1",
+    bottleneck: opt.BottleneckOpt = None,
+    reduction_factor: opt.ReductionOpt = None,
     data_dir: Annotated[Optional[str], typer.Option("--data-dir", help="Folder with the Amazon review files (or GLUE for sst2).")] = None,
     option: Annotated[Optional[list[str]], typer.Option("--option", "-o", metavar="KEY=VALUE", help="Algorithm setting KEY=VALUE (JSON value), repeatable.")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="Tiny sizes for a smoke run.")] = False,
@@ -51,7 +56,8 @@ def run(
 
     spec = TransferSpec(source=[s for s in source.split(",") if s], target=target, target_shots=target_shots,
                         model=model, seed=seed, output=output, max_seq_len=max_seq_len, epochs=epochs,
-                        batch_size=batch_size, lr=lr, quick=quick, data_dir=data_dir, options=_options(option or []))
+                        batch_size=batch_size, lr=lr, quick=quick, data_dir=data_dir, options=_options(option or []),
+                        **opt.adapter_shape(sharing, bottleneck, reduction_factor))
     result = run_algorithm(algorithm, spec)
     test = result.get("test", {})
     typer.echo(f"{algorithm}: " + "  ".join(f"{k} {v:.4f}" for k, v in test.items()) + f"  ({result['seconds']:.0f} s)")

@@ -115,13 +115,31 @@ def length_grouped_order(lengths: Sequence[int], batch_size: int, seed: int = 0,
 def batches(rows, batch_size: int, collate, seed: int | None = None):
     """(row indices, padded batch) over encoded `rows`: with a seed, shuffled in length-grouped
     order (training), else sorted by length (evaluation: least padding). The one batcher every
-    task type and the training loop use; `collate` pads a list of rows into tensors."""
+    task type and the training loop use (adapterkit.toolkit.batching.batches in this order);
+    `collate` pads a list of rows into tensors."""
+    from adapterkit.toolkit.batching import batches as toolkit_batches
+
     lengths = [len(ids) for ids in rows["input_ids"]]
     if seed is None:
         order = sorted(range(len(lengths)), key=lengths.__getitem__)
     else:
         order = length_grouped_order(lengths, batch_size, seed=seed)
     columns = {k: rows[k] for k in rows.column_names}
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        yield idx, collate([{k: v[i] for k, v in columns.items()} for i in idx])
+    records = _Rows(columns, len(lengths))
+    for start in range(0, len(order), batch_size):  # one batch at a time: a datasets column is lazy
+        for batch in toolkit_batches(records, batch_size, make=collate, order=order[start:start + batch_size]):
+            idx = batch.pop("_rows")
+            yield idx, batch
+
+
+class _Rows:
+    """Row i of a dict of columns, as a dict."""
+
+    def __init__(self, columns: dict, n: int) -> None:
+        self.columns, self.n = columns, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> dict:
+        return {k: v[i] for k, v in self.columns.items()}

@@ -12,6 +12,7 @@ bucket phase), the unit that fusion reduces.
 """
 from __future__ import annotations
 
+from adapterkit.atomic import write_json
 import json
 import time
 from contextlib import contextmanager
@@ -108,5 +109,5 @@ def write_comm_stats(stats: CommStats, path: str | Path, meta: dict, group=None)
         return None
     summary = summarize(everyone, meta)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(summary, indent=2))
+    write_json(Path(path), summary)
     return summary

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from adapterkit.transfer.common import fit
+from adapterkit.toolkit.schedule import fit
 from adapterkit.transfer.kit import Run, setup
 from adapterkit.transfer.registry import TransferSpec, register_algorithm
 

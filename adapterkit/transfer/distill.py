@@ -16,16 +16,17 @@ included), every parameter trained (see adapterkit.transfer.student).
 from __future__ import annotations
 
 import copy
-import json
 import time
 from pathlib import Path
 
 import torch
 
+from adapterkit.atomic import write_json
 from adapterkit.errors import AdapterkitError
-from adapterkit.transfer.common import DomainData, load_domains, make_model, predict, score
+from adapterkit.transfer.common import DomainData, load_domains, make_model
+from adapterkit.toolkit.scoring import predict_logits, score
 from adapterkit.transfer.kd import KDConfig, TrainConfig, distill, train_supervised
-from adapterkit.transfer.registry import TransferSpec, register_algorithm
+from adapterkit.transfer.registry import TransferSpec, register_algorithm, resolve_options
 
 TEACHER = "teacher"  # name of the teacher's adapter
 
@@ -45,34 +46,42 @@ def concat_domains(data: dict[str, DomainData], names: list[str], split: str = "
     return rows, torch.tensor(domains, dtype=torch.long)
 
 
-def new_teacher(spec: TransferSpec, mode: str):
-    """A fresh classification model with, in adapter mode, an adapter named TEACHER; and its TrainConfig."""
-    from adapterkit.config import BottleneckConfig
+TEACHER_OPTIONS = {"teacher_mode": "adapter", "teacher_lr": None, "teacher_epochs": None}  # None: see new_teacher
+STUDENT_OPTIONS = {"student_layers": 2, "student_hidden": None, "temperature": None, "alpha": 0.5, "beta": 100.0,
+                   "kd_epochs": None, "kd_lr": 1e-4}  # None: see kd_config
+KD_OPTIONS = {"method": "tinybert", "teacher": "single", **TEACHER_OPTIONS, **STUDENT_OPTIONS}
+METAKD_OPTIONS = {"proto_alpha": 0.5, "domain_weight": 0.5, **TEACHER_OPTIONS, **STUDENT_OPTIONS}
+
+
+def new_teacher(spec: TransferSpec, mode: str, opts: dict | None = None):
+    """A fresh classification model with, in adapter mode, an adapter named TEACHER; and its
+    TrainConfig (teacher_lr default: spec.lr for an adapter, 5e-5 for the full backbone;
+    teacher_epochs default: spec.epochs)."""
     from adapterkit.model import add_adapter
 
+    opts = {**TEACHER_OPTIONS, **(opts or {})}
     model, tokenizer = make_model(spec)
-    lr = spec.options.get("teacher_lr", spec.lr if mode == "adapter" else 5e-5)
+    lr = opts["teacher_lr"] if opts["teacher_lr"] is not None else (spec.lr if mode == "adapter" else 5e-5)
     if mode == "adapter":
-        add_adapter(model, TEACHER, BottleneckConfig(bottleneck_dim=spec.bottleneck_dim, sharing=spec.sharing))
-    epochs = spec.options.get("teacher_epochs", spec.epochs)
+        add_adapter(model, TEACHER, spec.adapter_config())
+    epochs = opts["teacher_epochs"] if opts["teacher_epochs"] is not None else spec.epochs
     cfg = TrainConfig(epochs=epochs, lr=lr, batch_size=spec.batch_size, seed=spec.seed, mode=mode,
                       adapter=TEACHER if mode == "adapter" else None, max_steps=4 if spec.quick else None)
     return model, tokenizer, cfg
 
 
-def kd_config(spec: TransferSpec, method: str) -> KDConfig:
-    o = spec.options
-    return KDConfig(method=method, temperature=o.get("temperature", 1.0 if method in ("tinybert", "metakd") else 2.0),
-                    alpha=o.get("alpha", 0.5), beta=o.get("beta", 100.0), epochs=o.get("kd_epochs", spec.epochs),
-                    lr=o.get("kd_lr", 1e-4), batch_size=spec.batch_size, seed=spec.seed,
-                    max_steps=4 if spec.quick else None)
+def kd_config(spec: TransferSpec, method: str, opts: dict) -> KDConfig:
+    """temperature default: 1 for tinybert and metakd, else 2; kd_epochs default: spec.epochs."""
+    temperature = opts["temperature"] if opts["temperature"] is not None else (1.0 if method in ("tinybert", "metakd") else 2.0)
+    return KDConfig(method=method, temperature=temperature, alpha=opts["alpha"], beta=opts["beta"],
+                    epochs=opts["kd_epochs"] if opts["kd_epochs"] is not None else spec.epochs,
+                    lr=opts["kd_lr"], batch_size=spec.batch_size, seed=spec.seed, max_steps=4 if spec.quick else None)
 
 
-def _student(teacher, spec: TransferSpec):
+def _student(teacher, opts: dict):
     from adapterkit.transfer.student import make_student
 
-    return make_student(teacher, int(spec.options.get("student_layers", 2)),
-                        hidden_size=spec.options.get("student_hidden"))
+    return make_student(teacher, int(opts["student_layers"]), hidden_size=opts["student_hidden"])
 
 
 def _result(teacher, student, data: DomainData, pad_id: int, extra: dict) -> dict:
@@ -84,17 +93,18 @@ def _result(teacher, student, data: DomainData, pad_id: int, extra: dict) -> dic
 @register_algorithm("kd", needs_sources=False)
 def knowledge_distillation(spec: TransferSpec) -> dict:
     """Teacher (target, or teacher=mix: sources+target) distilled into a shallow student (method=vanilla|pkd|tinybert)."""
+    opts = resolve_options(spec.options, KD_OPTIONS, "kd")
     torch.manual_seed(spec.seed)
-    method, which = spec.options.get("method", "tinybert"), spec.options.get("teacher", "single")
+    method, which = opts["method"], opts["teacher"]
     if which not in ("single", "mix"):
         raise AdapterkitError(f"option teacher must be 'single' or 'mix', got {which!r}")
-    teacher, tokenizer, tcfg = new_teacher(spec, spec.options.get("teacher_mode", "adapter"))
+    teacher, tokenizer, tcfg = new_teacher(spec, opts["teacher_mode"], opts)
     data = load_domains(spec, tokenizer)
     pad = tokenizer.pad_token_id or 0
     names = [*spec.source, spec.target] if which == "mix" else [spec.target]
     train_supervised(teacher, concat_domains(data, names)[0], tcfg, pad)
-    student = _student(teacher, spec)
-    history = distill(teacher, student, data[spec.target].train, kd_config(spec, method), pad)
+    student = _student(teacher, opts)
+    history = distill(teacher, student, data[spec.target].train, kd_config(spec, method, opts), pad)
     _save(spec, teacher, student, tokenizer)
     return _result(teacher, student, data[spec.target], pad, {"method": method, "teacher": which,
                                                              "final_loss": history["losses"][-1]})
@@ -103,24 +113,27 @@ def knowledge_distillation(spec: TransferSpec) -> dict:
 @register_algorithm("metakd")
 def meta_kd(spec: TransferSpec) -> dict:
     """MetaKD: meta-teacher on sources + target (prototype-weighted, domain corruption), meta-distilled into the target's student."""
-    from adapterkit.transfer.metakd import meta_distill, prototype_scores, sentence_embeddings, train_meta_teacher
+    from adapterkit.toolkit.features import frozen_features
+    from adapterkit.transfer.metakd import meta_distill, train_meta_teacher
+    from adapterkit.transfer.typicality import typicality_scores
 
+    opts = resolve_options(spec.options, METAKD_OPTIONS, "metakd")
     torch.manual_seed(spec.seed)
     if not spec.source:
         raise AdapterkitError("metakd needs source domains besides the target")
-    teacher, tokenizer, tcfg = new_teacher(spec, spec.options.get("teacher_mode", "adapter"))
+    teacher, tokenizer, tcfg = new_teacher(spec, opts["teacher_mode"], opts)
     data = load_domains(spec, tokenizer)
     pad = tokenizer.pad_token_id or 0
     names = [*spec.source, spec.target]
     rows, domains = concat_domains(data, names)
     labels = torch.tensor([r["labels"] for r in rows])
-    scores = prototype_scores(sentence_embeddings(teacher, rows, pad), labels, domains,
-                              alpha=spec.options.get("proto_alpha", 0.5))
-    gamma = spec.options.get("domain_weight", 0.5)
+    scores = typicality_scores(frozen_features(teacher, rows, pad), labels, domains,
+                              alpha=opts["proto_alpha"])
+    gamma = opts["domain_weight"]
     head = train_meta_teacher(teacher, rows, domains, scores, tcfg, pad, domain_weight=gamma)
-    student = _student(teacher, spec)
+    student = _student(teacher, opts)
     target = len(names) - 1
-    cfg = kd_config(spec, "metakd")
+    cfg = kd_config(spec, "metakd", opts)
     cfg.domain_weight = gamma
     history = meta_distill(teacher, head, student, data[spec.target].train, target, scores[domains == target], cfg, pad)
     _save(spec, teacher, student, tokenizer)
@@ -160,18 +173,18 @@ def distill_run(teacher_dir: str | Path, student_layers: int, cfg: KDConfig, out
     seconds = time.perf_counter() - t0
     labels = [r["labels"] for r in dev]
     metrics = {"task": task_.name, "method": cfg.method, "student_layers": student_layers,
-               "teacher_dev": compute_metrics(task_, predict(teacher, dev, pad, title="teacher dev").numpy(), labels),
-               "student_dev": compute_metrics(task_, predict(student, dev, pad, title="student dev").numpy(), labels),
+               "teacher_dev": compute_metrics(task_, predict_logits(teacher, dev, pad, title="teacher dev").numpy(), labels),
+               "student_dev": compute_metrics(task_, predict_logits(student, dev, pad, title="student dev").numpy(), labels),
                "params": {"teacher": count_params(teacher), "student": count_params(student)},
                "train_rows": len(train), "steps": history["steps"], "train_seconds": seconds,
                "final_loss": history["losses"][-1], "kd": cfg.to_dict(), "teacher_dir": str(teacher_dir)}
     out = Path(output)
     save_student(student, out, tokenizer, {"task": task_.name, "max_seq_len": seq, "data_dir": data_dir,
                                            "kd": cfg.to_dict(), "teacher": str(teacher_dir)})
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_json(out / "metrics.json", metrics)
     # what `adapterkit eval/predict --adapter OUTPUT` read (the model itself comes from student.json)
     run = {"task": task_.name, "kind": "student", "max_seq_len": seq, "data_dir": data_dir}
-    (out / "run_config.json").write_text(json.dumps(run, indent=2))
+    write_json(out / "run_config.json", run)
     return metrics
 
 
@@ -206,7 +219,8 @@ def domain_data(names: list[str], tokenizer, max_seq_len: int = 128, data_dir: s
 
 def metakd_run(domains: list[str], targets: list[str], student_layers: int, kd: KDConfig, teacher_cfg: TrainConfig,
                output: str | Path, model: str | None = None, teacher_dir: str | Path | None = None,
-               max_seq_len: int = 128, data_dir: str | None = None, bottleneck_dim: int = 64,
+               max_seq_len: int = 128, data_dir: str | None = None, bottleneck_dim: int | None = 64,
+               sharing=1, reduction_factor: float | None = None,
                proto_alpha: float = 0.5, train_limit: int | None = None, eval_limit: int | None = None) -> dict:
     """MetaKD over Amazon `domains`: train (or load from `teacher_dir`) the meta-teacher, then
     meta-distil one student per target domain; test accuracy of teacher and students."""
@@ -217,7 +231,8 @@ def metakd_run(domains: list[str], targets: list[str], student_layers: int, kd: 
     if unknown:
         raise AdapterkitError(f"target domains {unknown} are not among --domains {domains}")
     spec = TransferSpec(source=domains[:-1], target=domains[-1], model=model, max_seq_len=max_seq_len,
-                        data_dir=data_dir, bottleneck_dim=bottleneck_dim, seed=kd.seed)
+                        data_dir=data_dir, bottleneck_dim=bottleneck_dim, sharing=sharing,
+                        reduction_factor=reduction_factor, seed=kd.seed)
     out = Path(output)
     teacher, head, tokenizer, data, dom, scores = _meta_teacher(spec, domains, kd, teacher_cfg, out, teacher_dir,
                                                                 proto_alpha, train_limit, eval_limit)
@@ -231,7 +246,7 @@ def metakd_run(domains: list[str], targets: list[str], student_layers: int, kd: 
         results["student_test"][target] = score(student, data[target].test, pad)
         results["params"]["student"] = count_params(student)
         save_student(student, out / f"student-{target}", tokenizer, {"domain": target, "kd": kd.to_dict()})
-    (out / "metrics.json").write_text(json.dumps(results, indent=2))
+    write_json(out / "metrics.json", results)
     return results
 
 
@@ -239,8 +254,9 @@ def _meta_teacher(spec: TransferSpec, domains, kd: KDConfig, teacher_cfg: TrainC
                   proto_alpha: float, train_limit, eval_limit):
     """The meta-teacher (trained and saved to out/meta_teacher, or loaded), its domain head, the
     tokenizer, the domains' data, and every train row's domain index and prototype score."""
-    from adapterkit.transfer.metakd import (load_meta_teacher, prototype_scores, save_meta_teacher,
-                                            sentence_embeddings, train_meta_teacher)
+    from adapterkit.toolkit.features import frozen_features
+    from adapterkit.transfer.metakd import load_meta_teacher, save_meta_teacher, train_meta_teacher
+    from adapterkit.transfer.typicality import typicality_scores
 
     if teacher_dir:
         teacher, head, tokenizer, info = load_meta_teacher(teacher_dir)
@@ -255,7 +271,7 @@ def _meta_teacher(spec: TransferSpec, domains, kd: KDConfig, teacher_cfg: TrainC
     rows, dom = concat_domains(data, domains)
     labels = torch.tensor([r["labels"] for r in rows])
     embed_model = make_model(spec)[0] if teacher_dir else teacher  # the pre-trained backbone
-    scores = prototype_scores(sentence_embeddings(embed_model, rows, pad), labels, dom, alpha=proto_alpha)
+    scores = typicality_scores(frozen_features(embed_model, rows, pad), labels, dom, alpha=proto_alpha)
     if not teacher_dir:
         head = train_meta_teacher(teacher, rows, dom, scores, teacher_cfg, pad, domain_weight=kd.domain_weight)
         save_meta_teacher(teacher, head, out / "meta_teacher", tokenizer, domains, base_model=spec.model)

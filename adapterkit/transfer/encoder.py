@@ -21,6 +21,8 @@ from torch import nn
 
 from adapterkit.errors import AdapterkitError
 from adapterkit.model import list_adapters, set_active
+from adapterkit.toolkit.batching import batches, pad
+from adapterkit.toolkit.features import adapters_off, eval_mode, masked_mean
 from adapterkit.sites import find_sites
 
 _PREFIX_CACHE: dict[tuple, torch.Tensor] = {}  # (backbone key, split, token ids) -> (T, H)
@@ -68,30 +70,17 @@ class Encoder:
 
     def collate(self, rows: list[dict]) -> dict:
         """A padded batch: input_ids/attention_mask (or prefix/attention_mask) and labels."""
-        longest = max(len(r["input_ids"]) for r in rows)
-        mask = torch.zeros(len(rows), longest, dtype=torch.long)
-        for i, r in enumerate(rows):
-            mask[i, : len(r["input_ids"])] = 1
+        ids, mask = pad([r["input_ids"] for r in rows], self.pad_id)  # (B, T)
         batch = {"attention_mask": mask, "labels": torch.tensor([r["labels"] for r in rows])}
         if self.split is not None:
-            prefix = torch.zeros(len(rows), longest, rows[0]["prefix"].shape[-1])  # (B, T, H)
-            for i, r in enumerate(rows):
-                prefix[i, : len(r["prefix"])] = r["prefix"]
-            batch["prefix"] = prefix
+            batch["prefix"] = pad([r["prefix"] for r in rows])[0]  # (B, T, H)
         else:
-            ids = torch.full((len(rows), longest), self.pad_id, dtype=torch.long)
-            for i, r in enumerate(rows):
-                ids[i, : len(r["input_ids"])] = torch.tensor(r["input_ids"])
             batch["input_ids"] = ids
         return batch
 
     def batches(self, rows: list[dict], batch_size: int, seed: int | None) -> list[dict]:
         """Batches of `rows` (shuffled with `seed`; None keeps the order), each with `_rows` indices."""
-        order = list(range(len(rows)))
-        if seed is not None:
-            order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed)).tolist()
-        return [{**self.collate([rows[j] for j in order[i:i + batch_size]]), "_rows": order[i:i + batch_size]}
-                for i in range(0, len(order), batch_size)]
+        return batches(rows, batch_size, seed=seed, make=self.collate)
 
     # --- forward ----------------------------------------------------------------------------
     def features(self, batch: dict, adapters: list[str], composition: str = "stack") -> torch.Tensor:
@@ -104,22 +93,15 @@ class Encoder:
         else:
             with self._layers(slice(self.split, None), skip_embeddings=True):
                 hidden = self.base(inputs_embeds=batch["prefix"], attention_mask=mask).last_hidden_state
-        return mean_pool(hidden, mask)
+        return masked_mean(hidden, mask)
 
     @torch.no_grad()
     def _bottom(self, keys: list[tuple]) -> tuple[torch.Tensor, torch.Tensor]:
         rows = [{"input_ids": list(k[-1]), "labels": 0} for k in keys]
         batch = Encoder(self.model, self.pad_id).collate(rows)
-        active = list(self.model.adapterkit.active) if hasattr(self.model, "adapterkit") else None
-        if active is not None:
-            set_active(self.model, [])
-        was_training = self.model.training
-        self.model.eval()  # no dropout: the cached prefix is the frozen function itself
-        with self._layers(slice(0, self.split), skip_embeddings=False):
+        # no adapters, no dropout: the cached prefix is the frozen function itself
+        with adapters_off(self.model), eval_mode(self.model), self._layers(slice(0, self.split), skip_embeddings=False):
             hidden = self.base(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-        self.model.train(was_training)
-        if active is not None:
-            set_active(self.model, active)
         return hidden, batch["attention_mask"]
 
     @contextmanager
@@ -134,8 +116,3 @@ class Encoder:
             setattr(self._holder, self._attr, layers)
             self.base.embeddings = embeddings
 
-
-def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """(B, T, H), (B, T) -> (B, H): the mean over real tokens."""
-    m = mask.unsqueeze(-1).to(hidden.dtype)
-    return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)

@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from adapterkit.model import get_bank
-from adapterkit.transfer.common import fit
-from adapterkit.transfer.encoder import mean_pool
+from adapterkit.toolkit.features import masked_mean
+from adapterkit.toolkit.schedule import fit
 from adapterkit.transfer.grl import DomainClassifier, orthogonality
 from adapterkit.transfer.kit import Run, setup
 from adapterkit.transfer.registry import TransferSpec, register_algorithm
@@ -107,7 +107,7 @@ class SharedPrivate:
             label = torch.full((len(shared),), self.domains.index(domain))
             loss = loss + self.opts["adv_weight"] * F.cross_entropy(self.classifier(shared, reverse=1.0), label)
             pairs, mask = list(zip(updates["shared"], updates[active[1]])), batch["attention_mask"]
-            orth = sum(orthogonality(mean_pool(s, mask), mean_pool(p, mask)) for s, p in pairs) / len(pairs)
+            orth = sum(orthogonality(masked_mean(s, mask), masked_mean(p, mask)) for s, p in pairs) / len(pairs)
             loss = loss + self.opts["orth_weight"] * orth
         return loss
 

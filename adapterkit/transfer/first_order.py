@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from adapterkit.transfer.common import model_inputs
+from adapterkit.toolkit.batching import model_inputs
 
 Params = dict[str, torch.Tensor]
 

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from adapterkit.errors import AdapterkitError
 from adapterkit.transfer import similarity
-from adapterkit.transfer.common import fit
+from adapterkit.toolkit.schedule import fit
 from adapterkit.transfer.feature import train_fully_shared
 from adapterkit.transfer.grl import DomainClassifier
 from adapterkit.transfer.kit import Run, setup
@@ -48,7 +48,7 @@ def ruder_plank(spec: TransferSpec) -> dict:
     if not 0 < opts["keep"] <= 1:
         raise AdapterkitError(f"keep must be a fraction in (0, 1], got {opts['keep']!r}")
     pool = [(d, row) for d in run.sources for row in run.data[d].train]
-    frozen = {name: _frozen_features(run, rows) for name, rows in
+    frozen = {name: run.frozen_features(rows) for name, rows in
               (("pool", [r for _, r in pool]), ("train", run.target.train), ("dev", run.target.dev))}
     special = set(run.tokenizer.all_special_ids)
     words = run.model.get_input_embeddings().weight.detach()
@@ -70,15 +70,6 @@ def ruder_plank(spec: TransferSpec) -> dict:
     steps = train_fully_shared(run, rows)
     return run.result(ADAPTER, "shared", steps=steps, kept={d: len(r) for d, r in rows.items()},
                       proxy_dev_accuracy=best, weights=dict(zip(similarity.FEATURES, map(float, w))))
-
-
-def _frozen_features(run: Run, rows: list[dict]) -> torch.Tensor:
-    """Mean-pooled features of the bare backbone (no adapter active), (N, H)."""
-    out = torch.empty(len(rows), run.hidden)
-    with torch.inference_mode():
-        for batch in run.encoder.batches(rows, 64, seed=None):
-            out[batch["_rows"]] = run.features(batch, [])
-    return out
 
 
 def _proxy_accuracy(x: torch.Tensor, y: torch.Tensor, x_dev: torch.Tensor, y_dev: torch.Tensor) -> float:

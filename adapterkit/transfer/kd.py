@@ -18,7 +18,9 @@ from torch import nn
 
 from adapterkit.config import check_number
 from adapterkit.errors import AdapterkitError
-from adapterkit.transfer.common import batches, cycle, fit, model_inputs, predict
+from adapterkit.toolkit.batching import batches, cycle, model_inputs
+from adapterkit.toolkit.schedule import fit
+from adapterkit.toolkit.scoring import predict_logits
 from adapterkit.transfer.kd_losses import KD_METHODS, KDContext, layer_map
 from adapterkit.transfer.student import depth
 
@@ -45,8 +47,6 @@ class KDConfig:
     train: str = "all"
 
     def __post_init__(self) -> None:
-        from adapterkit.transfer import metakd  # noqa: F401  (registers the "metakd" loss)
-
         if self.method not in KD_METHODS:
             raise AdapterkitError(f"unknown distillation method {self.method!r}; known: {', '.join(sorted(KD_METHODS))}")
         check_number("temperature", self.temperature, above=0.0)
@@ -78,7 +78,7 @@ def distill(teacher: nn.Module, student: nn.Module, rows: list[dict], cfg: KDCon
     ctx = _context(teacher, student, cfg, row_extras or {}, modules or {})
     params = _trainable(student, cfg.train) + list(ctx.proj_hidden.parameters()) + list(ctx.proj_embed.parameters())
     params += [p for m in ctx.modules.values() for p in m.parameters() if p.requires_grad]
-    cached = predict(teacher, rows, pad_id, title="teacher logits") if not method.needs else None
+    cached = predict_logits(teacher, rows, pad_id, title="teacher logits") if not method.needs else None
     kwargs = {"output_hidden_states": "hidden" in method.needs, "output_attentions": needs_attn}
     stream = cycle(lambda epoch: batches(rows, cfg.batch_size, pad_id, seed=cfg.seed * 1000 + epoch))
     student.train()

@@ -142,3 +142,16 @@ def tinybert_intermediate(s, t, batch, ctx: KDContext) -> torch.Tensor:
 @register_kd_method("tinybert", needs=("hidden", "attentions"))
 def tinybert_loss(s, t, batch, ctx: KDContext) -> torch.Tensor:
     return tinybert_intermediate(s, t, batch, ctx) + soft_kl(s.logits, t.logits, ctx.temperature)
+
+
+@register_kd_method("metakd", needs=("hidden", "attentions"))
+def metakd_loss(s, t, batch, ctx: KDContext) -> torch.Tensor:
+    """MetaKD (adapterkit.transfer.metakd): row-weighted intermediate + domain-content terms, soft KL."""
+    rows, mask = batch["_rows"], batch["attention_mask"]
+    weights, domains = ctx.rows["weights"][rows], ctx.rows["domains"][rows]
+    with torch.no_grad():
+        _, t_content = ctx.modules["teacher_head"](t.hidden_states[-1], mask, domains)
+    _, s_content = ctx.modules["student_head"](s.hidden_states[-1], mask, domains)
+    domain_term = ((ctx.proj_hidden(s_content) - t_content) ** 2).mean(-1)
+    intermediate = tinybert_intermediate(s, t, batch, ctx) + ctx.domain_weight * domain_term
+    return weights * intermediate + soft_kl(s.logits, t.logits, ctx.temperature)

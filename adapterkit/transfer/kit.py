@@ -22,22 +22,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from adapterkit.config import BottleneckConfig
-from adapterkit.errors import AdapterkitError
 from adapterkit.model import add_adapter, adapter_parameters, get_bank, plan_adapter, set_backbone_dropout
+from adapterkit.toolkit.features import adapters_off, eval_mode, in_row_order
+from adapterkit.toolkit.scoring import classification_scores
 from adapterkit.transfer.common import DomainData, load_domains, make_model, steps_for
 from adapterkit.transfer.encoder import Encoder
-from adapterkit.transfer.registry import TransferSpec
+from adapterkit.transfer.registry import TransferSpec, resolve_options
 
 COMMON_OPTIONS = {"source_rows": None, "top_n": None}
 
 
 def options(spec: TransferSpec, defaults: dict) -> dict:
     """spec.options over `defaults` (+ COMMON_OPTIONS); unknown keys are an error."""
-    known = {**COMMON_OPTIONS, **defaults}
-    unknown = sorted(set(spec.options) - set(known))
-    if unknown:
-        raise AdapterkitError(f"unknown option(s) {unknown}; this algorithm takes {sorted(known)}")
-    return {**known, **spec.options}
+    return resolve_options(spec.options, {**COMMON_OPTIONS, **defaults}, "this algorithm")
 
 
 @dataclass
@@ -105,21 +102,21 @@ class Run:
             for domain, stream in streams.items():
                 yield domain, next(stream)
 
-    @torch.inference_mode()
+    def over_rows(self, rows: list[dict], fn) -> torch.Tensor:
+        """fn(batch) for the encoder's batches of `rows` (eval mode), in row order."""
+        with eval_mode(self.model):
+            return in_row_order(self.encoder.batches(rows, 64, seed=None), fn, len(rows))
+
     def logits(self, rows: list[dict], adapters: list[str], head: str, composition: str = "stack") -> torch.Tensor:
-        self.model.eval()
-        out = torch.empty(len(rows), self.heads[head].out_features)
-        for batch in self.encoder.batches(rows, 64, seed=None):
-            out[batch["_rows"]] = self.heads[head](self.features(batch, adapters, composition))
-        self.model.train()
-        return out
+        return self.over_rows(rows, lambda batch: self.heads[head](self.features(batch, adapters, composition)))
+
+    def frozen_features(self, rows: list[dict]) -> torch.Tensor:
+        """Mean-pooled features of the bare backbone (no adapter active), (N, H)."""
+        with adapters_off(self.model):
+            return self.over_rows(rows, lambda batch: self.features(batch, []))
 
     def score(self, rows: list[dict], adapters: list[str], head: str, composition: str = "stack") -> dict:
-        from adapterkit.metrics import accuracy, f1
-
-        preds = self.logits(rows, adapters, head, composition).argmax(-1).numpy()
-        labels = torch.tensor([r["labels"] for r in rows]).numpy()
-        return {"accuracy": accuracy(preds, labels), "f1": f1(preds, labels)}
+        return classification_scores(self.logits(rows, adapters, head, composition), rows)
 
     def result(self, adapters: list[str], head: str, composition: str = "stack", **extra) -> dict:
         """Target test metrics (+ `extra`), and the trained parts saved under spec.output."""
@@ -147,7 +144,7 @@ def setup(spec: TransferSpec, defaults: dict | None = None) -> tuple[Run, dict]:
     model, tokenizer = make_model(spec)
     for p in model.parameters():
         p.requires_grad_(False)
-    config = BottleneckConfig(bottleneck_dim=spec.bottleneck_dim, sharing=spec.sharing, top_n=opts["top_n"])
+    config = spec.adapter_config(top_n=opts["top_n"])
     # with top_n, the layers below the first adapted one are a fixed function: cache them
     split = min(site.layer for site in plan_adapter(model, config).sites) if opts["top_n"] else None
     encoder = Encoder(model, tokenizer.pad_token_id, split)

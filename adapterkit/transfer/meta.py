@@ -25,11 +25,13 @@ from pathlib import Path
 import torch
 
 from adapterkit import backbone
-from adapterkit.config import BottleneckConfig
 from adapterkit.errors import AdapterkitError
 from adapterkit.io import load_adapter, save_adapter
 from adapterkit.model import add_adapter, adapter_parameters, head_parameters, train_adapter
-from adapterkit.transfer.common import batches, cycle, fit, model_inputs, score, steps_for
+from adapterkit.transfer.common import steps_for
+from adapterkit.toolkit.batching import batches, cycle, model_inputs
+from adapterkit.toolkit.schedule import fit
+from adapterkit.toolkit.scoring import score
 from adapterkit.transfer.meta_tasks import MetaTask, load_meta_tasks
 from adapterkit.transfer.registry import TransferSpec, register_algorithm
 
@@ -75,11 +77,10 @@ class MetaOptions:
 
     @classmethod
     def from_options(cls, options: dict) -> "MetaOptions":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise AdapterkitError(f"unknown meta-learning options {unknown}; known: {', '.join(sorted(known))}")
-        return cls(**options)
+        from adapterkit.transfer.registry import resolve_options
+
+        defaults = {f.name: getattr(cls(), f.name) for f in dataclasses.fields(cls)}
+        return cls(**resolve_options(options, defaults, "meta-learning"))
 
 
 def new_model(spec: TransferSpec, num_labels: int, start: str | None = None):
@@ -89,7 +90,7 @@ def new_model(spec: TransferSpec, num_labels: int, start: str | None = None):
     if start is not None:
         load_adapter(model, start, name=ADAPTER)
     else:
-        add_adapter(model, ADAPTER, BottleneckConfig(bottleneck_dim=spec.bottleneck_dim, sharing=spec.sharing))
+        add_adapter(model, ADAPTER, spec.adapter_config())
     train_adapter(model, ADAPTER)
     return model
 
@@ -127,14 +128,15 @@ def group_weights(model, sources: list[MetaTask], pad_id: int, alpha: float, sam
                   weighting: str = "typicality") -> tuple[list[torch.Tensor], dict]:
     """Typicality (metaft) or transferability (metadtl) weights per source, or all ones
     (`weighting="uniform"`), and a summary. Meta-DTL's class relations are reported either way."""
-    from adapterkit.transfer.typicality import class_relations, embed_rows, typicality_weights
+    from adapterkit.toolkit.features import frozen_features
+    from adapterkit.transfer.typicality import class_relations, typicality_weights
 
     sizes = [len(s.train) for s in sources]
     info = {}
     if weighting == "uniform" and same_labels:  # nothing needs the embeddings
         weights = torch.ones(sum(sizes))
     else:
-        emb = torch.cat(embeddings or [embed_rows(model, s.train, pad_id) for s in sources])
+        emb = torch.cat(embeddings or [frozen_features(model, s.train, pad_id) for s in sources])
         labels = torch.cat([torch.tensor([r["labels"] for r in s.train]) for s in sources])
         groups = torch.cat([torch.full((n,), g) for g, n in enumerate(sizes)])
         weights = (typicality_weights(emb, labels, groups, alpha, same_labels) if weighting == "typicality"

@@ -36,8 +36,9 @@ from torch import nn
 from torch.func import functional_call
 
 from adapterkit.model import head_parameters
-from adapterkit.transfer.common import batches, cycle, fit, model_inputs
-from adapterkit.transfer.typicality import masked_mean
+from adapterkit.toolkit.batching import batches, cycle, model_inputs
+from adapterkit.toolkit.schedule import fit
+from adapterkit.toolkit.features import masked_mean
 
 Params = dict[str, torch.Tensor]
 CONFUSIONS = ("corrupt", "entropy")

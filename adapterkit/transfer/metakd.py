@@ -11,8 +11,10 @@ section 4.2 and table 10) evaluates it on the four Amazon review domains.
    where p[k, m] is the class-wise prototype (mean embedding) of domain k's examples of class m
    and h(x) is the mean-pooled last hidden state of the *pre-trained* backbone (before any
    fine-tuning; all-MiniLM-L6-v2 is trained for exactly this pooling). Choices the paper leaves
-   open, made here: alpha = 0.5; the cross-domain part is the mean over the other domains (the
-   paper writes a weighted sum with its own factor); prototypes come from the training split only.
+   open, made here: alpha = 0.5; the cross-domain part is the mean over the other domains that
+   have class m (the paper writes a weighted sum with its own factor; with no such domain, the
+   own-domain term alone); prototypes come from the training split only. This is
+   `typicality.typicality_scores(same_labels=True)` on `toolkit.features.frozen_features`.
 2. Meta-teacher: one teacher trained on all domains with the cross-entropy of example i weighted
    by t_i (normalised to mean 1 over the training set so the learning rate keeps its meaning),
    plus `domain_weight` times a domain-corruption loss (feature-level transferable knowledge): a
@@ -38,8 +40,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from adapterkit.transfer.common import batches, model_inputs
-from adapterkit.transfer.kd_losses import KDContext, register_kd_method, soft_kl, tinybert_intermediate
+from adapterkit.toolkit.features import masked_mean
+from adapterkit.toolkit.scoring import predict_logits
+from adapterkit.transfer.kd import distill, train_supervised
 
 
 class DomainHead(nn.Module):
@@ -52,46 +55,9 @@ class DomainHead(nn.Module):
         self.classifier = nn.Linear(hidden, num_domains)
 
     def forward(self, states: torch.Tensor, mask: torch.Tensor, domains: torch.Tensor):
-        m = mask[:, 1:].to(states.dtype).unsqueeze(-1)  # (B, T-1, 1): tokens after [CLS]
-        pooled = (states[:, 1:] * m).sum(1) / m.sum(1).clamp_min(1)  # (B, H)
+        pooled = masked_mean(states[:, 1:], mask[:, 1:])  # (B, H): the tokens after [CLS]
         content = torch.tanh(self.dense(pooled + self.domain_embedding(domains)))
         return self.classifier(content), content
-
-
-@torch.inference_mode()
-def sentence_embeddings(model: nn.Module, rows: list[dict], pad_id: int = 0, batch_size: int = 64) -> torch.Tensor:
-    """Mean-pooled last hidden states of the backbone, (N, H) in row order."""
-    base = getattr(model, "base_model", model)
-    was_training = model.training
-    model.eval()
-    out = torch.empty(len(rows), model.config.hidden_size)
-    for batch in batches(rows, batch_size, pad_id, seed=0, shuffle=False):
-        states = base(**model_inputs(batch)).last_hidden_state  # (B, T, H)
-        m = batch["attention_mask"].to(states.dtype).unsqueeze(-1)
-        out[batch["_rows"]] = ((states * m).sum(1) / m.sum(1)).float()
-    model.train(was_training)
-    return out
-
-
-def prototype_scores(embeddings: torch.Tensor, labels: torch.Tensor, domains: torch.Tensor,
-                     alpha: float = 0.5) -> torch.Tensor:
-    """t_i = alpha * cos(own domain's class prototype) + (1 - alpha) * mean cos(other domains' ones)."""
-    num_domains, num_labels = int(domains.max()) + 1, int(labels.max()) + 1
-    protos = torch.zeros(num_domains, num_labels, embeddings.shape[1])
-    present = torch.zeros(num_domains, num_labels, dtype=torch.bool)
-    for k in range(num_domains):
-        for m in range(num_labels):
-            sel = (domains == k) & (labels == m)
-            if sel.any():
-                protos[k, m], present[k, m] = embeddings[sel].mean(0), True
-    cos = F.cosine_similarity(embeddings[:, None, :], protos[:, labels].transpose(0, 1), dim=-1)  # (N, K)
-    own = cos.gather(1, domains[:, None]).squeeze(1)
-    if num_domains == 1:
-        return own
-    others = present[:, labels].T.clone()  # (N, K): other domains that have this class
-    others[torch.arange(len(domains)), domains] = False
-    cross = (cos * others).sum(1) / others.sum(1).clamp_min(1)
-    return alpha * own + (1 - alpha) * cross
 
 
 def expertise_weights(teacher_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -115,8 +81,6 @@ def train_meta_teacher(model: nn.Module, rows: list[dict], domains: torch.Tensor
     """Train `model` as the meta-teacher on all domains' `rows`; returns its trained domain head.
 
     `cfg` is a `kd.TrainConfig`; `scores` are the prototype scores t_i of `rows`."""
-    from adapterkit.transfer.kd import train_supervised
-
     torch.manual_seed(cfg.seed)
     head = DomainHead(int(domains.max()) + 1, model.config.hidden_size)
     weights = scores / scores.mean()
@@ -131,11 +95,8 @@ def meta_distill(teacher: nn.Module, head: DomainHead, student: nn.Module, rows:
     """Meta-distil `teacher` (with its domain `head`) into `student` on one domain's `rows`.
 
     `cfg` is a `kd.KDConfig` (its method is forced to "metakd"); `scores` are the rows' t_i."""
-    from adapterkit.transfer.common import predict
-    from adapterkit.transfer.kd import distill
-
     labels = torch.tensor([r["labels"] for r in rows])
-    weights = (1 + scores) * expertise_weights(predict(teacher, rows, pad_id), labels)
+    weights = (1 + scores) * expertise_weights(predict_logits(teacher, rows, pad_id), labels)
     student_head = copy.deepcopy(head) if student.config.hidden_size == teacher.config.hidden_size \
         else DomainHead(head.domain_embedding.num_embeddings, student.config.hidden_size)
     head.requires_grad_(False)
@@ -146,18 +107,6 @@ def meta_distill(teacher: nn.Module, head: DomainHead, student: nn.Module, rows:
     result = distill(teacher, student, rows, cfg, pad_id, row_extras=extras,
                      modules={"teacher_head": head, "student_head": student_head})
     return {**result, "mean_weight": float(weights.mean())}
-
-
-@register_kd_method("metakd", needs=("hidden", "attentions"))
-def metakd_loss(s, t, batch, ctx: KDContext) -> torch.Tensor:
-    rows, mask = batch["_rows"], batch["attention_mask"]
-    weights, domains = ctx.rows["weights"][rows], ctx.rows["domains"][rows]
-    with torch.no_grad():
-        _, t_content = ctx.modules["teacher_head"](t.hidden_states[-1], mask, domains)
-    _, s_content = ctx.modules["student_head"](s.hidden_states[-1], mask, domains)
-    domain_term = ((ctx.proj_hidden(s_content) - t_content) ** 2).mean(-1)
-    intermediate = tinybert_intermediate(s, t, batch, ctx) + ctx.domain_weight * domain_term
-    return weights * intermediate + soft_kl(s.logits, t.logits, ctx.temperature)
 
 
 HEAD_FILE = "domain_head.safetensors"

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from adapterkit.errors import AdapterkitError
+from adapterkit.toolkit.features import adapters_off
 
 FORMAT, FORMAT_VERSION = "adapterkit.multitask", 1
 MANIFEST, TRUNK_FILE = "multitask.json", "trunk.safetensors"
@@ -218,7 +219,7 @@ class MultiTaskModel(nn.Module):
         states = self.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)  # (B, T, H)
         mask = attention_mask_for(self.config, states, attention_mask)
         at = {0: states}
-        with _adapters_off(self):
+        with adapters_off(self):
             for i in range(depth):
                 states = self.layers[i](states, mask)
                 at[i + 1] = states
@@ -324,21 +325,4 @@ def clone(module: nn.Module) -> nn.Module:
 def _same_weights(a: nn.Module, b: nn.Module) -> bool:
     sa, sb = a.state_dict(), b.state_dict()
     return sa.keys() == sb.keys() and all(sa[k].shape == sb[k].shape and torch.equal(sa[k], sb[k]) for k in sa)
-
-
-class _adapters_off:
-    """Run the trunk with no adapter active (adapter branches switch theirs on themselves)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        self.model = model
-
-    def __enter__(self):
-        from adapterkit.model import list_adapters, set_active
-
-        if list_adapters(self.model):
-            set_active(self.model, [])
-
-    def __exit__(self, *exc) -> None:
-        return None
-
 

@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from adapterkit.atomic import atomic_write
+from adapterkit.atomic import atomic_write, write_json
 from adapterkit.errors import AdapterkitError
 from adapterkit.files import read_manifest_json, read_safetensors
 from adapterkit.transfer.multitask import (FORMAT, FORMAT_VERSION, MANIFEST, TRUNK_FILE, Branch, Head,
@@ -65,7 +65,7 @@ def write_manifest(model: MultiTaskModel, folder: Path) -> None:
                          "num_labels": b.head.classifier.out_features, "file": branch_file(t), "info": b.info}
                      for t, b in model.branches.items()},
     }
-    atomic_write(folder / MANIFEST, lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=2, default=str)))
+    write_json(folder / MANIFEST, manifest, default=str)
 
 
 def save_multitask(model: MultiTaskModel, folder: str | Path, tokenizer=None) -> Path:

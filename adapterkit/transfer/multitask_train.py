@@ -26,7 +26,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from adapterkit.errors import AdapterkitError
-from adapterkit.transfer.common import fit
+from adapterkit.toolkit.batching import batches, pad, shuffled
+from adapterkit.toolkit.features import in_row_order
+from adapterkit.toolkit.schedule import fit
 from adapterkit.transfer.kd_losses import hard_ce, soft_kl
 from adapterkit.transfer.multitask import Branch, Head, MultiTaskModel, attention_mask_for, bert_parts, clone, run_layers
 
@@ -152,12 +154,12 @@ class BranchNet(nn.Module):
 @torch.inference_mode()
 def trunk_states(model: nn.Module, rows: list[dict], depth: int, pad_id: int = 0, batch_size: int = 64) -> list[torch.Tensor]:
     """Hidden states after the embeddings and the bottom `depth` layers, one (T_i, H) per row."""
-    from adapterkit.transfer.common import batches, model_inputs
+    from adapterkit.toolkit.batching import batches, model_inputs
 
     embeddings, layers, _ = bert_parts(model)
     model.eval()
     out: list[torch.Tensor] = [None] * len(rows)  # type: ignore[list-item]
-    for batch in batches(rows, batch_size, pad_id, seed=0, shuffle=False):
+    for batch in batches(rows, batch_size, pad_id, seed=None):
         inputs = model_inputs(batch)
         states = embeddings(input_ids=inputs["input_ids"], token_type_ids=inputs.get("token_type_ids"))
         mask = attention_mask_for(model.config, states, inputs["attention_mask"])
@@ -169,25 +171,14 @@ def trunk_states(model: nn.Module, rows: list[dict], depth: int, pad_id: int = 0
 
 def state_batches(states: list[torch.Tensor], order: list[int], batch_size: int):
     """Padded (states (B, T, H), attention_mask (B, T), row indices) batches in `order`."""
-    for i in range(0, len(order), batch_size):
-        idx = order[i:i + batch_size]
-        longest = max(len(states[j]) for j in idx)
-        x = torch.zeros(len(idx), longest, states[idx[0]].shape[-1])
-        mask = torch.zeros(len(idx), longest, dtype=torch.long)
-        for k, j in enumerate(idx):
-            x[k, : len(states[j])], mask[k, : len(states[j])] = states[j], 1
-        yield x, mask, torch.tensor(idx)
+    for batch in batches(states, batch_size, order=order, make=lambda part: dict(zip(("x", "mask"), pad(part)))):
+        yield batch["x"], batch["mask"], torch.tensor(batch["_rows"])
 
 
-@torch.inference_mode()
 def branch_logits(net: BranchNet, states: list[torch.Tensor], batch_size: int = 64) -> torch.Tensor:
     net.eval()
-    out = None
-    for x, mask, idx in state_batches(states, list(range(len(states))), batch_size):
-        logits = net(x, mask).float()
-        out = torch.empty(len(states), logits.shape[-1]) if out is None else out
-        out[idx] = logits
-    return out
+    batched = ({"x": x, "mask": m, "_rows": idx} for x, m, idx in state_batches(states, list(range(len(states))), batch_size))
+    return in_row_order(batched, lambda b: net(b["x"], b["mask"]), len(states))
 
 
 def train_branch(net: BranchNet, states: list[torch.Tensor], labels: torch.Tensor, epochs: int, lr: float,
@@ -200,8 +191,7 @@ def train_branch(net: BranchNet, states: list[torch.Tensor], labels: torch.Tenso
 
     def stream():
         for epoch in range(epochs):
-            order = torch.randperm(len(states), generator=torch.Generator().manual_seed(seed * 1000 + epoch)).tolist()
-            yield from state_batches(states, order, batch_size)
+            yield from state_batches(states, shuffled(len(states), seed * 1000 + epoch), batch_size)
 
     it = stream()
     net.train()

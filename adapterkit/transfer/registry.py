@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from adapterkit.atomic import write_json
 from adapterkit.errors import AdapterkitError
 
 Algorithm = Callable[["TransferSpec"], dict]
@@ -41,8 +42,9 @@ class TransferSpec:
     batch_size: int = 16
     epochs: int = 3
     lr: float = 1e-3
-    bottleneck_dim: int = 64
+    bottleneck_dim: int | None = 64  # ignored when reduction_factor is set
     sharing: Any = 1
+    reduction_factor: float | None = None  # bottleneck width = hidden size / R
     quick: bool = False  # tiny sizes for tests: few rows, few steps
     data_dir: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
@@ -57,9 +59,27 @@ class TransferSpec:
         from adapterkit.config import check_number
 
         for name in ("epochs", "batch_size", "bottleneck_dim"):
-            check_number(name, getattr(self, name), minimum=1, integer=True)
+            if getattr(self, name) is not None:  # bottleneck_dim None: the width comes from reduction_factor
+                check_number(name, getattr(self, name), minimum=1, integer=True)
         check_number("max_seq_len", self.max_seq_len, minimum=2, integer=True)
         check_number("lr", self.lr, above=0.0)
+        self.adapter_config()  # a bad sharing or width is refused before any work
+
+    def adapter_config(self, **extra):
+        """The BottleneckConfig every adapter of the run is made from (sharing, width, + `extra`)."""
+        from adapterkit.config import BottleneckConfig
+
+        width = None if self.reduction_factor else self.bottleneck_dim
+        return BottleneckConfig(bottleneck_dim=width, reduction_factor=self.reduction_factor, sharing=self.sharing, **extra)
+
+
+def resolve_options(given: dict, defaults: dict, algorithm: str) -> dict:
+    """`given` (spec.options) over `defaults`, the one table of an algorithm's settings; an
+    unknown key is refused with one line naming the ones it takes."""
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        raise AdapterkitError(f"unknown option(s) {unknown} for {algorithm}; it takes {sorted(defaults)}")
+    return {**defaults, **given}
 
 
 def register_algorithm(name: str, needs_sources: bool = True) -> Callable[[Algorithm], Algorithm]:
@@ -75,12 +95,8 @@ def register_algorithm(name: str, needs_sources: bool = True) -> Callable[[Algor
 
 
 def load_builtin_algorithms() -> None:
-    for module in _BUILTIN_MODULES:
-        try:
-            importlib.import_module(f"adapterkit.transfer.{module}")
-        except ModuleNotFoundError as e:
-            if e.name != f"adapterkit.transfer.{module}":
-                raise
+    for module in _BUILTIN_MODULES:  # a missing module is an error, never a silently absent algorithm
+        importlib.import_module(f"adapterkit.transfer.{module}")
 
 
 def run_algorithm(name: str, spec: TransferSpec) -> dict:
@@ -96,5 +112,5 @@ def run_algorithm(name: str, spec: TransferSpec) -> dict:
     if spec.output:
         out = Path(spec.output)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "results.json").write_text(json.dumps(result, indent=2, default=str))
+        write_json(out / "results.json", result, default=str)
     return result

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from adapterkit.backbone import quiet_loading
+from adapterkit.atomic import write_json
 from adapterkit.errors import AdapterkitError
 from adapterkit.model import (BANK, adapter_config, adapter_plan, add_adapter, full_saves, get_bank, list_adapters,
                               set_active)
@@ -164,7 +165,7 @@ def save_student(model: nn.Module, folder: str | Path, tokenizer=None, info: dic
     if tokenizer is not None:
         tokenizer.save_pretrained(str(folder / "tokenizer"))
     meta = {"format": "adapterkit.student", "adapters": names, "active": _active(model), **(info or {})}
-    (folder / "student.json").write_text(json.dumps(meta, indent=2, default=str))
+    write_json(folder / "student.json", meta, default=str)
     return folder
 
 

@@ -14,7 +14,8 @@ Both are one score here, for row i of group g (a domain or a task) with class c:
                                        or  max_c' cos(e_i, p[g', c'])   (same_labels=False)
     score_i  = alpha * own_i + (1 - alpha) * other_i                   (own_i alone with one group)
 
-with e_i the mean-pooled last hidden state of the backbone with every adapter switched off and
+with e_i the mean-pooled last hidden state of the backbone with every adapter switched off
+(adapterkit.toolkit.features.frozen_features) and
 p[g, c] the mean of e over group g's rows of class c. Choices the papers leave open, made here:
 negative scores are clipped to 0, and the weights are normalised *per group to mean 1*, so the
 weights of group g sum to its row count n_g (a weighted loss keeps the scale of the unweighted
@@ -23,52 +24,9 @@ gets uniform weights.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import torch
 import torch.nn.functional as F
 
-from adapterkit.model import active_adapters, list_adapters, set_active
-
-
-@contextmanager
-def adapters_off(model):
-    """Run the bare backbone inside the block; the active adapters come back afterwards."""
-    if not list_adapters(model):
-        yield
-        return
-    active = active_adapters(model)
-    set_active(model, [])
-    try:
-        yield
-    finally:
-        set_active(model, active)
-
-
-def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean over real tokens: (B, T, H), (B, T) -> (B, H)."""
-    mask = mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
-    return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
-
-
-@torch.inference_mode()
-def embed_rows(model, rows: list[dict], pad_id: int, batch_size: int = 64) -> torch.Tensor:
-    """Frozen-backbone sentence embeddings (N, H) of encoded rows, in row order."""
-    from adapterkit.transfer.common import batches, model_inputs
-
-    base = getattr(model, "base_model", model)
-    was_training = model.training
-    model.eval()
-    out = None
-    with adapters_off(model):
-        for batch in batches(rows, batch_size, pad_id, seed=0, shuffle=False):
-            hidden = base(**model_inputs(batch)).last_hidden_state  # (B, T, H)
-            pooled = masked_mean(hidden.float(), batch["attention_mask"])
-            if out is None:
-                out = torch.empty(len(rows), pooled.shape[-1])
-            out[batch["_rows"]] = pooled
-    model.train(was_training)
-    return out
 
 
 def prototypes(emb: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor) -> dict[tuple[int, int], torch.Tensor]:
@@ -97,6 +55,8 @@ def typicality_scores(emb: torch.Tensor, labels: torch.Tensor, groups: torch.Ten
             others = [sims[i, column[(h, c)]] for h in columns_of if h != g and (h, c) in column]
         else:  # the nearest class of each other group
             others = [sims[i, cols].max() for h, cols in columns_of.items() if h != g]
+        # no other group has the class: the row is scored on its own group alone (a mean over
+        # nothing is undefined, and counting it as 0 would halve the score of a unique class)
         scores[i] = own if not others else alpha * own + (1 - alpha) * torch.stack(others).mean()
     return scores
 

@@ -15,8 +15,8 @@ replicas once per step, after the last microbatch, with adapterkit's own BucketR
 here: with several backward passes per step its first-iteration bucket rebuild fails
 (reducer.cpp "rebuilt parameter indices size is not same as original model parameters size").
 
-Supported layouts (a table, extend `HEADS`): BERT-like encoders (bert, roberta) with a
-sequence-classification head.
+Every single-stack family adapterkit.sites places adapters in works (the stages are slices
+of adapterkit.slicing.StackSlicer: each family keeps its own masks, positions and head).
 """
 from __future__ import annotations
 
@@ -31,38 +31,28 @@ from adapterkit.dist.reducer import BucketReducer
 from adapterkit.dist.topology import build_topology, detect_nnodes
 from adapterkit.errors import AdapterkitError
 
-# model_type -> attribute paths (from the task model) of the head modules, applied in order to
-# the last hidden states.
-HEADS = {
-    "bert": ("base_model.pooler", "dropout", "classifier"),
-    "roberta": ("classifier",),
-}
+class Stage(nn.Module):
+    """Layers [start, end) of the model's stack (adapterkit.slicing), with the embeddings on the
+    first stage and the task head on the last. The stage registers the parameters it trains:
+    the adapter modules its layers route to, and the trainable head (last stage) or other
+    trainable parameters outside the layers (first stage); the frozen backbone is run through
+    the model itself."""
 
-
-class EncoderStage(nn.Module):
-    """Layers [start, end) of an encoder, with the embeddings (first) or head (last)."""
-
-    def __init__(self, model: nn.Module, layers: list[nn.Module], adapters: list[nn.Module], first: bool, last: bool):
+    def __init__(self, slicer, start: int, end: int, adapters: list[nn.Module], extra: list[nn.Parameter],
+                 first: bool, last: bool) -> None:
         super().__init__()
-        self.config = model.config
-        self.embeddings = model.base_model.embeddings if first else None
-        self.layers = nn.ModuleList(layers)
-        self.head = nn.ModuleList(_get(model, p) for p in HEADS[model.config.model_type]) if last else None
+        object.__setattr__(self, "slicer", slicer)  # not a submodule: its other layers belong to other stages
+        self.start, self.end, self.first, self.last = start, end, first, last
+        self.layers = nn.ModuleList(slicer.layers[start:end])
         self.adapters = nn.ModuleList(adapters)  # called by the layers' site hooks
+        self.extra = nn.ParameterList(extra)
 
     def forward(self, x, attention_mask, token_type_ids=None):
-        from transformers.masking_utils import create_bidirectional_mask
-
-        h = self.embeddings(input_ids=x, token_type_ids=token_type_ids) if self.embeddings is not None else x
-        mask = create_bidirectional_mask(config=self.config, inputs_embeds=h, attention_mask=attention_mask)
-        for layer in self.layers:
-            out = layer(h, mask)
-            h = out[0] if isinstance(out, tuple) else out  # (B, T, H)
-        if self.head is None:
+        h = self.slicer.embed(x, attention_mask, token_type_ids) if self.first else x  # (B, T, H)
+        h = self.slicer.run(h, attention_mask, self.start, self.end)
+        if not self.last:
             return h, attention_mask
-        for module in self.head:
-            h = module(h)
-        return h  # (B, num_labels)
+        return self.slicer.head(h, attention_mask)  # (B, num_labels)
 
 
 def plan_stages(model: nn.Module, n_stages: int) -> list[tuple[int, int]]:
@@ -86,20 +76,29 @@ def plan_stages(model: nn.Module, n_stages: int) -> list[tuple[int, int]]:
     return list(zip(bounds[:-1], bounds[1:]))
 
 
-def build_stage(model: nn.Module, n_stages: int, stage: int) -> EncoderStage:
-    if model.config.model_type not in HEADS:
-        raise AdapterkitError(
-            f"pipeline supports {sorted(HEADS)} encoders, not {model.config.model_type!r} (use ddp or fsdp)"
-        )
+def build_stage(model: nn.Module, n_stages: int, stage: int) -> Stage:
+    return build_stages(model, n_stages)[stage]
+
+
+def build_stages(model: nn.Module, n_stages: int) -> list[Stage]:
+    """Every stage of the model, cut as plan_stages says (each rank keeps its own)."""
+    from adapterkit.model import head_parameters
+    from adapterkit.slicing import StackSlicer
+
+    slicer = StackSlicer(model)
     ranges = plan_stages(model, n_stages)
-    layers, owners = _layer_list(model), _adapter_layers(model)
+    owners = _adapter_layers(model)
+    in_layers = {id(p) for p in slicer.layers.parameters()} | {id(p) for m in owners for p in m.parameters()}
+    head = [p for p in head_parameters(model).values() if p.requires_grad]
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in in_layers and
+            all(p is not q for q in head)]
     stages = [
-        EncoderStage(model, list(layers[a:b]), [m for m, ls in owners.items() if a <= min(ls) and max(ls) < b],
-                     first=i == 0, last=i == n_stages - 1)
+        Stage(slicer, a, b, [m for m, ls in owners.items() if a <= min(ls) and max(ls) < b],
+              (rest if i == 0 else []) + (head if i == n_stages - 1 else []), first=i == 0, last=i == n_stages - 1)
         for i, (a, b) in enumerate(ranges)
     ]
     _check_coverage(model, stages)
-    return stages[stage]
+    return stages
 
 
 def _check_coverage(model: nn.Module, stages: list[nn.Module]) -> None:
@@ -117,19 +116,10 @@ def classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Ten
     return F.cross_entropy(logits, labels)
 
 
-def _get(model: nn.Module, path: str) -> nn.Module:
-    for part in path.split("."):
-        model = getattr(model, part)
-    return model
-
-
 def _layer_list(model: nn.Module) -> nn.ModuleList:
-    from adapterkit.sites import find_layer_stacks
+    from adapterkit.slicing import StackSlicer
 
-    stacks = find_layer_stacks(model)
-    if len(stacks) != 1:
-        raise AdapterkitError(f"pipeline needs a single layer stack, found {len(stacks)}")
-    return _get(model, stacks[0].path)
+    return StackSlicer(model).layers
 
 
 def _adapter_layers(model: nn.Module) -> dict[nn.Module, list[int]]:
