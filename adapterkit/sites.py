@@ -19,7 +19,7 @@ Cross-attention (decoder layers of encoder-decoders, e.g. T5 `EncDecAttention`, 
 `encoder_attn`) gets no adapter: adapters go after the self-attention and feed-forward blocks.
 
 Models that name things so that this fails can pass `targets` (regular expressions on module
-names, see `BottleneckConfig.targets`), and families can be added to `FAMILY_TARGETS`.
+names, see `BottleneckConfig.targets`).
 """
 from __future__ import annotations
 
@@ -33,10 +33,6 @@ from adapterkit.errors import PlacementError
 _ATTN = re.compile(r"attn|attention", re.IGNORECASE)
 _CROSS = re.compile(r"cross|encdec|enc_dec|encoder_attn", re.IGNORECASE)
 _FFN_CONTAINER = re.compile(r"^(mlp|ffn|feed_forward|feedforward|block_sparse_moe|moe)$", re.IGNORECASE)
-
-# Families whose module names defeat the generic rules: model_type -> targets.
-FAMILY_TARGETS: dict[str, dict[str, str]] = {}
-
 
 @dataclass(frozen=True)
 class Site:
@@ -60,7 +56,7 @@ class LayerStack:
 
 def find_sites(model: nn.Module, targets: dict[str, str] | None = None) -> list[Site]:
     """Every attn and ffn site of every layer, in stack and layer order."""
-    targets = targets or FAMILY_TARGETS.get(_model_type(model), {})
+    targets = targets or {}
     hidden = hidden_size(model)
     stacks = find_layer_stacks(model, targets.get("layers"))
     modules = dict(model.named_modules())
@@ -108,10 +104,6 @@ def hidden_size(model: nn.Module) -> int | None:
         if isinstance(value, int):
             return value
     return None
-
-
-def _model_type(model: nn.Module) -> str:
-    return getattr(getattr(model, "config", None), "model_type", "") or ""
 
 
 def _stacks_from_pattern(model: nn.Module, pattern: str) -> list[LayerStack]:

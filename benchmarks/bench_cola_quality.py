@@ -17,6 +17,8 @@ from pathlib import Path
 from adapterkit.config import BottleneckConfig
 from adapterkit.training import TrainConfig, train
 
+import _data  # noqa: F401,E402  (points adapterkit at ../shared/data)
+
 VARIANTS = {  # key: (label, train settings, the reference report's table 2: BERT-base, GLUE test set)
     "full": ("full fine-tuning", dict(full_finetune=True), 52.1),
     "sharing1": ("adapters, per layer (sharing 1)", dict(adapter=BottleneckConfig(bottleneck_dim=64, sharing=1)), 55.2),

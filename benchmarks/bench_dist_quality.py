@@ -16,6 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+import _data  # noqa: F401,E402  (points adapterkit at ../shared/data)
+
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

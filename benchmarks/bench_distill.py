@@ -31,6 +31,8 @@ from pathlib import Path
 
 import torch
 
+import _data  # noqa: F401,E402  (points adapterkit at ../shared/data)
+
 ROWS = ["BERT-s", "BERT-mix", "Meta-teacher", "BERT-s -> TinyBERT", "BERT-mix -> TinyBERT", "MetaKD"]
 
 

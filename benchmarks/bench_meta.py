@@ -35,6 +35,8 @@ from pathlib import Path
 
 import torch
 
+import _data  # noqa: F401,E402  (points adapterkit at ../shared/data)
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 AMAZON = ("books", "dvd", "electronics", "kitchen")

@@ -8,7 +8,7 @@ Backbone all-MiniLM-L6-v2 (6 layers, hidden 384). Rows, per task:
   KD baselines       3-layer students (half the depth, like the paper's 6-of-12 baselines)
                      initialised from the full model's bottom 3 layers, distilled from it with
                      vanilla KD, BERT-PKD and TinyBERT-style losses (adapterkit.transfer.kd)
-  ours               the pipeline of adapterkit.transfer.multitask_train: partial fine-tuning
+  ours               the pipeline of adapterkit.multitask.train: partial fine-tuning
                      search L in [n_min, n_max] on dev, vanilla KD into l = 1..3 layers
                      initialised from the teacher, then merged budgets KD-1, KD-2, KD-3,
                      w/o KD (the teachers) and mixed (growth rule) for each --c
@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 
 import torch
+
+import _data  # noqa: F401,E402  (points adapterkit at ../shared/data)
 
 PAIR_TASKS = ("mrpc", "rte")
 
@@ -80,8 +82,8 @@ def main() -> None:
 def fit_and_save(name: str, args) -> None:
     """The pipeline and the baselines for one task; candidates saved as one-branch merged models."""
     from adapterkit import backbone
-    from adapterkit.transfer.multitask_io import save_multitask
-    from adapterkit.transfer.multitask_train import MultiTaskConfig, assemble, fit_task
+    from adapterkit.multitask.io import save_multitask
+    from adapterkit.multitask.train import MultiTaskConfig, assemble, fit_task
 
     tokenizer = backbone.load_tokenizer(None)
     cfg = MultiTaskConfig(tasks=[name], n_min=args.n_min, n_max=args.n_max, epochs=args.epochs,
@@ -104,8 +106,8 @@ def fit_and_save(name: str, args) -> None:
 
 def load_task(name: str, args):
     """A TaskResult rebuilt from the saved candidates (branches and dev metrics)."""
-    from adapterkit.transfer.multitask_io import load_multitask
-    from adapterkit.transfer.multitask_train import Candidate, TaskResult
+    from adapterkit.multitask.io import load_multitask
+    from adapterkit.multitask.train import Candidate, TaskResult
 
     folder = Path(args.work) / name
     record = json.loads((folder / "result.json").read_text())
@@ -138,7 +140,7 @@ def report(tasks: list[str], args) -> None:
 
 def task_rows(name, cfg, tokenizer):
     from adapterkit.data import get_task
-    from adapterkit.transfer.multitask_train import load_task_rows
+    from adapterkit.multitask.train import load_task_rows
 
     task = get_task(name)
     return task, *load_task_rows(task, tokenizer, cfg)
@@ -147,7 +149,7 @@ def task_rows(name, cfg, tokenizer):
 def dev_score(model, task, dev, pad) -> float:
     from adapterkit.metrics import compute_metrics
     from adapterkit.toolkit.scoring import predict_logits
-    from adapterkit.transfer.multitask_train import task_score
+    from adapterkit.multitask.train import task_score
 
     return task_score(compute_metrics(task, predict_logits(model, dev, pad).numpy(), [r["labels"] for r in dev]))
 
@@ -180,7 +182,7 @@ def run_baselines(name, cfg, tokenizer, args):
 def merged_rows(results, args, tokenizer):
     """Each budget's merged model, scored on dev by running the merged model itself."""
     from adapterkit import backbone
-    from adapterkit.transfer.multitask_train import assemble
+    from adapterkit.multitask.train import assemble
 
     source = backbone.load_model(None, num_labels=2)
     budgets = [("KD-1", "kd1", 0.0), ("KD-2", "kd2", 0.0), ("KD-3", "kd3", 0.0), ("w/o KD", "teacher", 0.0)]
@@ -201,7 +203,7 @@ _DEV: dict[str, list] = {}
 def merged_dev_score(merged, name, args, tokenizer) -> float:
     from adapterkit.data import PadCollator, get_task
     from adapterkit.metrics import compute_metrics
-    from adapterkit.transfer.multitask_train import MultiTaskConfig, load_task_rows, task_score
+    from adapterkit.multitask.train import MultiTaskConfig, load_task_rows, task_score
 
     task = get_task(name)
     if name not in _DEV:

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import torch
 
+import _data  # noqa: F401,E402  (points adapterkit at ../shared/data)
+
 
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])

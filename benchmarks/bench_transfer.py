@@ -25,6 +25,8 @@ import sys
 import time
 from pathlib import Path
 
+import _data  # noqa: F401,E402  (points adapterkit at ../shared/data)
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # workers import adapterkit from this checkout
 
 FEATURE = ("target-only", "source-only", "mixed", "sequential", "fs", "ss", "ss-adv", "drss", "drss-adv")

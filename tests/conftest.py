@@ -65,6 +65,19 @@ def pytest_sessionfinish(session, exitstatus):
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
+def _pass_the_data_path() -> None:
+    """The library never looks next to the checkout: tests hand it the real data (also to the
+    processes they start) through its documented environment variables."""
+    from tests.glue_fixtures import SHARED_DATA
+
+    for var, sub in (("ADAPTERKIT_DATA_DIR", "glue"), ("ADAPTERKIT_AMAZON_DIR", "amazon")):
+        if (SHARED_DATA / sub).is_dir():
+            os.environ.setdefault(var, str(SHARED_DATA / sub))
+
+
+_pass_the_data_path()
+
+
 @pytest.fixture(scope="session")
 def tiny_bert_dir(tmp_path_factory):
     """A 2-layer, width-32 BERT with the real all-MiniLM-L6-v2 tokenizer, saved as a model folder."""

@@ -13,11 +13,14 @@ a cue word decides single sentences), so a few training steps can learn them.
 """
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Iterable
 from pathlib import Path
 
-SHARED_GLUE = Path(__file__).resolve().parents[2] / "shared" / "data" / "glue"
+# the real data: $ADAPTERKIT_TEST_DATA, else ../shared/data next to the checkout (tests pass this path on)
+SHARED_DATA = Path(os.environ.get("ADAPTERKIT_TEST_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
+SHARED_GLUE = SHARED_DATA / "glue"
 ALL_TASKS = ("cola", "sst2", "mrpc", "rte", "stsb", "qqp", "qnli", "mnli")
 FOLDERS = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "rte": "RTE", "stsb": "STS-B",
            "qqp": "QQP", "qnli": "QNLI", "mnli": "MNLI"}

@@ -9,9 +9,9 @@ import pytest
 from adapterkit.data import (DOMAINS, amazon_splits, few_shot, load_amazon, load_domain_splits, parse_reviews,
                              stratified_split)
 from adapterkit.errors import AdapterkitError
-from tests.glue_fixtures import SHARED_GLUE, write_amazon_fixture
+from tests.glue_fixtures import SHARED_DATA, SHARED_GLUE, write_amazon_fixture
 
-SHARED_AMAZON = Path(__file__).resolve().parents[2] / "shared" / "data" / "amazon"
+SHARED_AMAZON = SHARED_DATA / "amazon"
 needs_real = pytest.mark.skipif(not SHARED_AMAZON.is_dir(), reason="../shared/data/amazon not present")
 
 

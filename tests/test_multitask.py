@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 
 from adapterkit import BottleneckConfig, add_adapter
 from adapterkit.errors import AdapterkitError
-from adapterkit.transfer.multitask import MultiTaskModel
-from adapterkit.transfer.multitask_io import load_multitask, save_multitask
-from adapterkit.transfer.multitask_train import choose_layers
+from adapterkit.multitask.model import MultiTaskModel
+from adapterkit.multitask.io import load_multitask, save_multitask
+from adapterkit.multitask.train import choose_layers
 from adapterkit.transfer.student import make_student
 
 
@@ -163,7 +163,7 @@ def test_removing_a_task_leaves_the_others_bit_identical(tasks, tmp_path):
             assert torch.equal(after.logits[name], before.logits[name])
     assert len(merged.layers) == 1 and merged.overhead()["total"] == 1 + 3
     # the same on disk: removing through the files rewrites neither the trunk nor the other branches
-    from adapterkit.transfer.multitask_io import delete_task
+    from adapterkit.multitask.io import delete_task
 
     loaded = load_multitask(tmp_path / "m")
     trunk = _digest(tmp_path / "m" / "trunk.safetensors")
@@ -178,7 +178,7 @@ def test_removing_a_task_leaves_the_others_bit_identical(tasks, tmp_path):
 
 
 def test_adding_a_task_does_not_touch_the_others(tasks, tmp_path):
-    from adapterkit.transfer.multitask_io import save_task
+    from adapterkit.multitask.io import save_task
 
     base, models = tasks
     merged, x = merged_of(base, {"a": models["a"]}), inputs()
@@ -234,7 +234,7 @@ def test_pipeline_students_start_from_the_teachers_layers(tiny_bert_dir, glue_di
     """fit_task: the KD-l candidate's branch starts at the teacher's branch layer and trains l
     layers; students and teacher are scored on dev; assembling a budget picks them."""
     from adapterkit.backbone import load_tokenizer
-    from adapterkit.transfer.multitask_train import MultiTaskConfig, assemble, fit_task
+    from adapterkit.multitask.train import MultiTaskConfig, assemble, fit_task
 
     cfg = MultiTaskConfig(tasks=["sst2"], model=str(tiny_bert_dir), n_min=1, n_max=2, epochs=1, kd_epochs=1,
                           batch_size=8, max_seq_len=24, train_limit=16, data_dir=str(glue_dir))

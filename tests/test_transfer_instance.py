@@ -115,8 +115,9 @@ def test_transfer_list_shows_every_algorithm():
             *INSTANCE} <= names
 
 
-def test_benchmark_quick_mode_lays_out_both_tables(tiny_bert_dir, tmp_path):
+def test_benchmark_quick_mode_lays_out_both_tables(tiny_bert_dir, tmp_path, monkeypatch):
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_transfer.py"
+    monkeypatch.syspath_prepend(str(path.parent))  # as when run as `python3 benchmarks/bench_transfer.py`
     spec = importlib.util.spec_from_file_location("bench_transfer", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)

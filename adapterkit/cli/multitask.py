@@ -1,5 +1,5 @@
 """`adapterkit multitask build/add/remove/predict/info`: the flexible multi-task model (thin
-wrappers over adapterkit.transfer.multitask_train and multitask_io)."""
+wrappers over adapterkit.multitask.train and .io)."""
 from __future__ import annotations
 
 import json
@@ -8,13 +8,12 @@ from typing import Annotated, Optional
 
 import typer
 
-from adapterkit.atomic import write_json, write_text
 from adapterkit.cli import options as opt
 
 multitask_app = typer.Typer(help="One frozen trunk, one branch per task: build, add, remove, predict.",
                             no_args_is_help=True)
 
-Budget = Annotated[str, typer.Option("--budget", help="Branch per task: kd1, kd2, kd3 (distilled layers), teacher (no KD), mixed (growth rule with --c), adapter (--adapter-bottleneck, --branch-layer).")]
+Budget = Annotated[str, typer.Option("--budget", help="Branch per task: kd1, kd2, kd3 (distilled layers), teacher (no KD), mixed (growth rule with --c), adapter (--sharing/--bottleneck/--reduction-factor, --branch-layer).")]
 C = Annotated[float, typer.Option("--c", help="mixed: add a task layer only if it gains at least this many dev points (0-100 scale) per layer.")]
 NMin = Annotated[int, typer.Option("--n-min", help="Fewest fine-tuned top layers L tried per task.")]
 NMax = Annotated[int, typer.Option("--n-max", help="Most fine-tuned top layers L tried per task.")]
@@ -29,7 +28,7 @@ DataDir = Annotated[Optional[str], typer.Option("--data-dir", help="Folder with 
 Seed = Annotated[int, typer.Option("--seed", help="Random seed.")]
 BundleOpt = Annotated[Optional[Path], typer.Option("--bundle", metavar="DIR", help="The merged multi-task model folder (from `multitask build`). Required.")]
 LegacyBundleOpt = Annotated[Optional[Path], typer.Option("--model", hidden=True, help="Deprecated name of --bundle.")]
-Bottleneck = Annotated[int, typer.Option("--adapter-bottleneck", help="Adapter variant: bottleneck width.")]
+OldBottleneck = Annotated[Optional[int], typer.Option("--adapter-bottleneck", hidden=True, help="Old name of --bottleneck.")]
 BranchLayer = Annotated[Optional[int], typer.Option("--branch-layer", help="Adapter variant: adapters only in layers >= this one.")]
 
 
@@ -38,13 +37,13 @@ def register(app: typer.Typer) -> None:
 
 
 def _config(tasks: list[str], model, budget, c, n_min, n_max, epochs, kd_epochs, lr, kd_lr, batch_size, max_seq_len,
-            train_limit, data_dir, seed, bottleneck, branch_layer):
-    from adapterkit.transfer.multitask_train import MultiTaskConfig
+            train_limit, data_dir, seed, shape: dict, branch_layer):
+    from adapterkit.multitask.train import MultiTaskConfig
 
     return MultiTaskConfig(tasks=tasks, model=model, budget=budget, c=c, n_min=n_min, n_max=n_max, epochs=epochs,
                            kd_epochs=kd_epochs, lr=lr, kd_lr=kd_lr, batch_size=batch_size, max_seq_len=max_seq_len,
                            train_limit=train_limit, data_dir=data_dir, seed=seed,
-                           adapter={"bottleneck_dim": bottleneck} if budget == "adapter" else None,
+                           adapter=shape if budget == "adapter" else None,
                            branch_layer=branch_layer)
 
 
@@ -55,16 +54,18 @@ def build(
     model: opt.ModelOpt = None, budget: Budget = "mixed", c: C = 1.0, n_min: NMin = 2, n_max: NMax = 5,
     epochs: Epochs = 3, kd_epochs: KdEpochs = 3, lr: Lr = 5e-5, kd_lr: KdLr = 1e-4, batch_size: BatchSize = 32,
     max_seq_len: SeqLen = 128, train_limit: TrainLimit = None, data_dir: DataDir = None, seed: Seed = 42,
-    adapter_bottleneck: Bottleneck = 64, branch_layer: BranchLayer = None, overwrite: opt.OverwriteOpt = False,
+    sharing: opt.SharingOpt = "1", bottleneck: opt.BottleneckOpt = None, reduction_factor: opt.ReductionOpt = None,
+    adapter_bottleneck: OldBottleneck = None, branch_layer: BranchLayer = None, overwrite: opt.OverwriteOpt = False,
 ) -> None:
     """Partial fine-tuning search, distillation and merging for every task; saves the merged model."""
     from adapterkit.atomic import write_json
     from adapterkit.files import check_output
-    from adapterkit.transfer.multitask_io import save_multitask
-    from adapterkit.transfer.multitask_train import build_multitask
+    from adapterkit.multitask.io import save_multitask
+    from adapterkit.multitask.train import build_multitask
 
     cfg = _config([t for t in tasks.split(",") if t], model, budget, c, n_min, n_max, epochs, kd_epochs, lr, kd_lr,
-                  batch_size, max_seq_len, train_limit, data_dir, seed, adapter_bottleneck, branch_layer)
+                  batch_size, max_seq_len, train_limit, data_dir, seed,
+                  opt.adapter_shape(sharing, bottleneck or adapter_bottleneck, reduction_factor), branch_layer)
     check_output(output, overwrite, folder=True)
     merged, results, tokenizer = build_multitask(cfg, log=typer.echo)
     save_multitask(merged, output, tokenizer)
@@ -81,16 +82,18 @@ def add(
     budget: Budget = "mixed", c: C = 1.0, n_min: NMin = 2, n_max: NMax = 5, epochs: Epochs = 3, kd_epochs: KdEpochs = 3,
     lr: Lr = 5e-5, kd_lr: KdLr = 1e-4, batch_size: BatchSize = 32, max_seq_len: SeqLen = 128,
     train_limit: TrainLimit = None, data_dir: DataDir = None, seed: Seed = 42,
-    adapter_bottleneck: Bottleneck = 64, branch_layer: BranchLayer = None,
+    sharing: opt.SharingOpt = "1", bottleneck: opt.BottleneckOpt = None, reduction_factor: opt.ReductionOpt = None,
+    adapter_bottleneck: OldBottleneck = None, branch_layer: BranchLayer = None,
 ) -> None:
     """Train one task and add its branch; only that task's file and the manifest are rewritten."""
-    from adapterkit.transfer.multitask_io import load_multitask, save_task
-    from adapterkit.transfer.multitask_train import add_task
+    from adapterkit.multitask.io import load_multitask, save_task
+    from adapterkit.multitask.train import add_task
 
     model_dir = _bundle(bundle, model_dir)
     merged = load_multitask(model_dir)
     cfg = _config([task], merged.base_model_name, budget, c, n_min, n_max, epochs, kd_epochs, lr, kd_lr, batch_size,
-                  max_seq_len, train_limit, data_dir, seed, adapter_bottleneck, branch_layer)
+                  max_seq_len, train_limit, data_dir, seed,
+                  opt.adapter_shape(sharing, bottleneck or adapter_bottleneck, reduction_factor), branch_layer)
     result = add_task(merged, task, cfg, replace=replace, log=typer.echo)
     save_task(merged, model_dir, task)
     typer.echo(f"added {task}: branch {result}")
@@ -103,7 +106,7 @@ def remove(
     bundle: BundleOpt = None, model_dir: LegacyBundleOpt = None,
 ) -> None:
     """Remove a task's branch; the other tasks' files are untouched."""
-    from adapterkit.transfer.multitask_io import delete_task, load_multitask
+    from adapterkit.multitask.io import delete_task, load_multitask
 
     model_dir = _bundle(bundle, model_dir)
     merged = load_multitask(model_dir)
@@ -126,7 +129,7 @@ def predict(
     from adapterkit import backbone
     from adapterkit.atomic import write_text
     from adapterkit.files import check_output
-    from adapterkit.transfer.multitask_io import load_multitask, predict_file
+    from adapterkit.multitask.io import load_multitask, predict_file
 
     check_output(output, overwrite, inputs=[input])
     model_dir = _bundle(bundle, model_dir)
@@ -142,8 +145,8 @@ def predict(
 @multitask_app.command("info")
 def info(bundle: BundleOpt = None, model_dir: LegacyBundleOpt = None) -> None:
     """Print the branches and the serving overhead."""
-    from adapterkit.transfer.multitask_io import load_multitask
-    from adapterkit.transfer.multitask_train import shown
+    from adapterkit.multitask.io import load_multitask
+    from adapterkit.multitask.train import shown
 
     merged = load_multitask(_bundle(bundle, model_dir))
     for task, branch in merged.branches.items():

@@ -27,25 +27,22 @@ DOMAINS = ("books", "dvd", "electronics", "kitchen")
 POLARITIES = (("negative", 0), ("positive", 1))
 SPLIT_SIZES = (1400, 200, 400)  # train, dev, test per domain
 ENV_VAR = "ADAPTERKIT_AMAZON_DIR"
-_REPO_ROOT = Path(__file__).resolve().parents[2]
-_WELL_KNOWN = ("data/amazon", "../shared/data/amazon")
+_WELL_KNOWN = "data/amazon"  # relative to the working directory, never to where adapterkit is installed
 
 
 def resolve_amazon_dir(data_dir: str | Path | None = None) -> Path:
-    """`data_dir`, else `$ADAPTERKIT_AMAZON_DIR`, else ./data/amazon or ../shared/data/amazon."""
+    """`data_dir`, else `$ADAPTERKIT_AMAZON_DIR`, else ./data/amazon."""
     explicit = data_dir if data_dir is not None else os.environ.get(ENV_VAR) or None
     if explicit is not None:
         path = Path(explicit).expanduser()
         if not path.is_dir():
             raise AdapterkitError(f"Amazon reviews folder {path} does not exist")
         return path
-    for base in (Path.cwd(), _REPO_ROOT):
-        for rel in _WELL_KNOWN:
-            if (base / rel).is_dir():
-                return (base / rel).resolve()
+    if (Path.cwd() / _WELL_KNOWN).is_dir():
+        return (Path.cwd() / _WELL_KNOWN).resolve()
     raise AdapterkitError(
-        f"Amazon reviews not found in ./data/amazon or ../shared/data/amazon; "
-        f"pass a data folder or set {ENV_VAR} to the folder holding <domain>.positive.review"
+        f"Amazon reviews not found in ./data/amazon; pass --data-dir or set {ENV_VAR} to the folder "
+        f"holding <domain>.positive.review"
     )
 
 

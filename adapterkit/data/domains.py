@@ -41,6 +41,11 @@ def add_domain_file(path: str | Path, label_names=None) -> list[str]:
     return names
 
 
+def is_user_domain(name: str) -> bool:
+    """Whether `name` was added from a domain file (add_domain_file)."""
+    return name in _user_domains
+
+
 def sst2_as_domain(split: str = "train", data_dir: str | Path | None = None, limit: int | None = None):
     """SST-2 ('train' or 'dev') renamed to text / label / domain='sst2'."""
     from adapterkit.data.glue import load_glue

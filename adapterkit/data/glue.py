@@ -4,9 +4,7 @@ Where the data comes from, first match wins:
 1. `data_dir` (the `--data-dir` flag), else the `ADAPTERKIT_DATA_DIR` environment
    variable: a folder in the GLUE layout (`<dir>/CoLA/train.tsv`, ...). Given
    explicitly, a missing task folder or file is an error, never a fallback.
-2. Well-known local folders holding the task's folder: `./data/glue`,
-   `../shared/data/glue`, relative to the working directory and to the
-   repository that holds this package.
+2. `./data/glue` in the working directory, when it holds the task's folder.
 3. The Hugging Face hub dataset `nyu-mll/glue`: needs network, or
    `HF_HUB_OFFLINE=1` and a copy in the `datasets` cache. An unreachable hub is
    reported at once rather than after `datasets`' retries.
@@ -22,22 +20,13 @@ from adapterkit.errors import AdapterkitError
 
 ENV_VAR = "ADAPTERKIT_DATA_DIR"
 HUB_DATASET = "nyu-mll/glue"
-_REPO_ROOT = Path(__file__).resolve().parents[2]
-_WELL_KNOWN = ("data/glue", "../shared/data/glue")
+_WELL_KNOWN = ("data/glue",)  # relative to the working directory, never to where adapterkit is installed
 _HOW_TO_POINT = f"pass --data-dir DIR or set {ENV_VAR} to a folder in the GLUE layout"
 
 
 def candidate_dirs() -> list[Path]:
     """Well-known local GLUE folders, in search order (existing or not)."""
-    bases = [Path.cwd(), _REPO_ROOT]
-    seen, out = set(), []
-    for base in bases:
-        for rel in _WELL_KNOWN:
-            path = (base / rel).resolve()
-            if path not in seen:
-                seen.add(path)
-                out.append(path)
-    return out
+    return [(Path.cwd() / rel).resolve() for rel in _WELL_KNOWN]
 
 
 def resolve_glue_dir(task: str | GlueTask, data_dir: str | Path | None = None) -> Path | None:

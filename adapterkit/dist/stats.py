@@ -13,7 +13,6 @@ bucket phase), the unit that fusion reduces.
 from __future__ import annotations
 
 from adapterkit.atomic import write_json
-import json
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field

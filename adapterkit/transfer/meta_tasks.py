@@ -1,7 +1,8 @@
 """The tasks a meta-learner sees: sentiment domains or GLUE tasks, encoded, with fixed splits.
 
 A name is a domain when `adapterkit.data.load_domain_splits` knows it (books, dvd, electronics,
-kitchen, sst2: fixed seeded train/dev/test) and a GLUE task otherwise (cola, mrpc, rte, ...).
+kitchen, sst2, or one added from a domain file: fixed seeded train/dev/test) and a GLUE task
+otherwise (cola, mrpc, rte, ...).
 GLUE test labels are not public, so a GLUE task's `test` is its dev file (the meta-learning
 algorithms select nothing on held-out data: they train for a fixed number of steps) and its
 `dev` is empty. `spec.data_dir` is the Amazon folder for domains and the GLUE folder for tasks.
@@ -55,8 +56,9 @@ def load_meta_task(name: str, spec: TransferSpec, tokenizer, max_rows: int | Non
 def _raw_splits(name: str, data_dir: str | None):
     """({'train', 'dev'?, 'test'} datasets, task used for encoding, number of classes)."""
     from adapterkit.data import DOMAINS, get_task, load_domain_splits, load_glue
+    from adapterkit.data.domains import is_user_domain
 
-    if name in DOMAINS or name == "sst2":
+    if name in DOMAINS or name == "sst2" or is_user_domain(name):
         splits = load_domain_splits(name, seed=0, data_dir=data_dir)
         return {s: splits[s] for s in ("train", "dev", "test")}, "sst2", 2
     task = get_task(name)

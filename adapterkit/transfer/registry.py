@@ -12,7 +12,6 @@ and writes what it trains (adapters, heads) under `spec.output` when that is set
 from __future__ import annotations
 
 import importlib
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path

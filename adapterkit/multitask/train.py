@@ -30,7 +30,8 @@ from adapterkit.toolkit.batching import batches, pad, shuffled
 from adapterkit.toolkit.features import in_row_order
 from adapterkit.toolkit.schedule import fit
 from adapterkit.transfer.kd_losses import hard_ce, soft_kl
-from adapterkit.transfer.multitask import Branch, Head, MultiTaskModel, attention_mask_for, bert_parts, clone, run_layers
+from adapterkit.multitask.model import Branch, Head, MultiTaskModel, clone, task_parts
+from adapterkit.slicing import StackSlicer
 
 BUDGETS = ("kd1", "kd2", "kd3", "teacher", "mixed", "adapter")
 
@@ -140,30 +141,30 @@ class TaskResult:
 
 
 class BranchNet(nn.Module):
-    """A branch as a trainable module: states at the branching layer -> logits."""
+    """A task's layers and head on trunk states (a model's slicer runs them, its family's way)."""
 
-    def __init__(self, config, layers: nn.ModuleList, head: Head) -> None:
+    def __init__(self, slicer: StackSlicer, layers: nn.ModuleList, head: Head) -> None:
         super().__init__()
-        self.config, self.layers, self.head = config, layers, head
+        object.__setattr__(self, "slicer", slicer)  # the model it was cut from: not a submodule
+        self.layers, self.head = layers, head
 
     def forward(self, states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        mask = attention_mask_for(self.config, states, attention_mask)
-        return self.head(run_layers(self.layers, states, mask))
+        states = self.slicer.run(states, attention_mask, 0, len(self.layers), layers=self.layers)
+        return self.slicer.head(states, attention_mask, parts=self.head.by_path())
 
 
 @torch.inference_mode()
 def trunk_states(model: nn.Module, rows: list[dict], depth: int, pad_id: int = 0, batch_size: int = 64) -> list[torch.Tensor]:
     """Hidden states after the embeddings and the bottom `depth` layers, one (T_i, H) per row."""
-    from adapterkit.toolkit.batching import batches, model_inputs
+    from adapterkit.toolkit.batching import batches
 
-    embeddings, layers, _ = bert_parts(model)
+    slicer = StackSlicer(model)
     model.eval()
     out: list[torch.Tensor] = [None] * len(rows)  # type: ignore[list-item]
     for batch in batches(rows, batch_size, pad_id, seed=None):
-        inputs = model_inputs(batch)
-        states = embeddings(input_ids=inputs["input_ids"], token_type_ids=inputs.get("token_type_ids"))
-        mask = attention_mask_for(model.config, states, inputs["attention_mask"])
-        states = run_layers(layers[:depth], states, mask)  # (B, T, H)
+        mask = batch["attention_mask"]
+        states = slicer.embed(batch["input_ids"], mask, batch.get("token_type_ids"))
+        states = slicer.run(states, mask, 0, depth)  # (B, T, H)
         for i, row in enumerate(batch["_rows"]):
             out[row] = states[i, : len(rows[row]["input_ids"])].clone()
     return out
@@ -239,9 +240,9 @@ def fit_task(name: str, cfg: MultiTaskConfig, tokenizer, log=print) -> TaskResul
     base = pretrained_for(task, cfg)
     train, dev = load_task_rows(task, tokenizer, cfg)
     search, (L, teacher, states, metrics) = _search(task, base, train, dev, cfg, tokenizer.pad_token_id or 0, log)
-    b = len(bert_parts(base)[1]) - L
+    b = len(task_parts(base)[1]) - L
     candidates = [Candidate("teacher", b, L, metrics, Branch("layers", b, teacher.layers, teacher.head))]
-    candidates += _students(task, base.config, teacher, b, L, train, dev, states, cfg, log)
+    candidates += _students(task, teacher, b, L, train, dev, states, cfg, log)
     return TaskResult(name, search, L, sorted(candidates, key=lambda k: k.num_layers), time.perf_counter() - t0)
 
 
@@ -249,13 +250,13 @@ def _search(task, base, train, dev, cfg: MultiTaskConfig, pad: int, log):
     """Partially fine-tune the top L layers for every L in range; ({L: score}, best (L, net, states, metrics))."""
     from adapterkit.metrics import compute_metrics
 
-    _, layers, head = bert_parts(base)
+    slicer, layers, head = task_parts(base)
     n, labels, dev_labels = len(layers), torch.tensor([r["labels"] for r in train]), [r["labels"] for r in dev]
     search, best = {}, None
     for L in range(cfg.n_min, min(cfg.n_max, n) + 1):
         states = trunk_states(base, train, n - L, pad), trunk_states(base, dev, n - L, pad)
         torch.manual_seed(cfg.seed)
-        net = BranchNet(base.config, nn.ModuleList(clone(x) for x in layers[n - L:]), clone(head))
+        net = BranchNet(slicer, nn.ModuleList(clone(x) for x in layers[n - L:]), clone(head))
         train_branch(net, states[0], labels, cfg.epochs, cfg.lr, cfg.batch_size, cfg.seed)
         metrics = compute_metrics(task, branch_logits(net, states[1]).numpy(), dev_labels)
         search[L] = task_score(metrics)
@@ -265,7 +266,7 @@ def _search(task, base, train, dev, cfg: MultiTaskConfig, pad: int, log):
     return search, best
 
 
-def _students(task, config, teacher: BranchNet, b: int, L: int, train, dev, states, cfg: MultiTaskConfig, log):
+def _students(task, teacher: BranchNet, b: int, L: int, train, dev, states, cfg: MultiTaskConfig, log):
     """Vanilla KD of the teacher's L layers into l = 1..min(3, L-1) layers initialised from its first l."""
     from adapterkit.metrics import compute_metrics
 
@@ -273,7 +274,7 @@ def _students(task, config, teacher: BranchNet, b: int, L: int, train, dev, stat
     soft, out = branch_logits(teacher, tr_states), []
     for l in range(1, min(cfg.max_student_layers, L - 1) + 1):
         torch.manual_seed(cfg.seed)
-        student = BranchNet(config, nn.ModuleList(clone(x) for x in teacher.layers[:l]), clone(teacher.head))
+        student = BranchNet(teacher.slicer, nn.ModuleList(clone(x) for x in teacher.layers[:l]), clone(teacher.head))
         train_branch(student, tr_states, labels, cfg.kd_epochs, cfg.kd_lr, cfg.batch_size, cfg.seed,
                      teacher_logits=soft, temperature=cfg.temperature, alpha=cfg.alpha)
         m = compute_metrics(task, branch_logits(student, dev_states).numpy(), [r["labels"] for r in dev])
@@ -293,7 +294,7 @@ def fit_adapter_task(name: str, cfg: MultiTaskConfig, tokenizer, log=print) -> T
 
     t0, task = time.perf_counter(), get_task(name)
     model = pretrained_for(task, cfg)
-    _, layers, head = bert_parts(model)
+    slicer, layers, head = task_parts(model)
     b, n = cfg.branch_layer, len(layers)
     if not 0 <= b < n:
         raise AdapterkitError(f"branch layer {b} out of range for a {n}-layer backbone")
@@ -304,12 +305,12 @@ def fit_adapter_task(name: str, cfg: MultiTaskConfig, tokenizer, log=print) -> T
     params = [*adapter_parameters(model, name).values(), *head_parameters(model).values()]
     for p in params:
         p.requires_grad_(True)
-    net = BranchNet(model.config, layers[b:], head)  # the model's own modules: its adapter hooks run
+    net = BranchNet(slicer, layers[b:], head)  # the model's own modules: its adapter hooks run
     train_branch(net, trunk_states(model, train, b, pad), torch.tensor([r["labels"] for r in train]),
                  cfg.epochs, cfg.lr, cfg.batch_size, cfg.seed, params=params)
     m = compute_metrics(task, branch_logits(net, trunk_states(model, dev, b, pad)).numpy(), [r["labels"] for r in dev])
     log(f"{name}: adapter above layer {b}: dev {shown(task_score(m))}")
-    cand = Candidate("adapter", b, n - b, m, Branch("layers", b, nn.ModuleList(), head))
+    cand = Candidate("adapter", b, n - b, m, Branch("layers", b, nn.ModuleList(), Head(head.by_path())))
     cand.model = model
     return TaskResult(name, {}, n - b, [cand], time.perf_counter() - t0)
 
