@@ -102,14 +102,6 @@ class LocalRunner:
         pass
 
 
-def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        return max(0.0, (total - step) / max(1.0, total - warmup))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
 @dataclass
 class _State:
     history: list = field(default_factory=list)

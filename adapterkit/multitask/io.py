@@ -205,6 +205,13 @@ def _load_head(head: Head, tensors: dict[str, torch.Tensor], path: Path) -> None
     head.load_by_path(tensors)
 
 
+def head_tensors_by_model_key(manifest: dict, tensors: dict[str, torch.Tensor], base_prefix: str) -> dict[str, torch.Tensor]:
+    """A branch file's head tensors under the task model's own keys (e.g. bert.pooler.dense.weight)."""
+    if manifest.get("format_version", 1) < 2:
+        tensors = {_v1_head_key(k, base_prefix): v for k, v in tensors.items()}
+    return {k[len("head."):]: v for k, v in tensors.items() if k.startswith("head.")}
+
+
 def _v1_head_key(key: str, prefix: str) -> str:
     """Version 1 branch keys (BERT): head.pooler.* was the base model's pooler."""
     return f"head.{prefix}.pooler." + key[len("head.pooler."):] if key.startswith("head.pooler.") else key

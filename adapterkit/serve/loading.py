@@ -90,8 +90,8 @@ def _load_bundle_branch(model, name: str, bundle: str, task_name: str):
     from adapterkit.config import BottleneckConfig
     from adapterkit.files import read_safetensors
     from adapterkit.model import add_adapter, get_bank, remove_adapter
-    from adapterkit.routing import build_head, head_size, head_template
-    from adapterkit.transfer.multitask_io import read_manifest
+    from adapterkit.multitask.io import head_tensors_by_model_key, read_manifest
+    from adapterkit.routing import build_head, head_size
 
     folder = Path(bundle)
     manifest = read_manifest(folder)
@@ -107,15 +107,7 @@ def _load_bundle_branch(model, name: str, bundle: str, task_name: str):
                                f"{getattr(model.config, 'hidden_size', None)}")
     config = BottleneckConfig.from_dict({**entry["info"]["adapter"], "targets": None})
     tensors = read_safetensors(folder / entry["file"])
-    _, prefixes = head_template(model)
-    to_model = {head_path: model_path for model_path, head_path in prefixes.items()}
-    head_tensors = {}
-    for key, value in tensors.items():
-        if key.startswith("head."):
-            part, _, rest = key[len("head."):].partition(".")
-            if part in to_model:
-                head_tensors[f"{to_model[part]}.{rest}"] = value
-    head = build_head(model, head_tensors)
+    head = build_head(model, head_tensors_by_model_key(manifest, tensors, model.base_model_prefix))
     add_adapter(model, name, config, activate=False)
     try:
         modules = get_bank(model).adapters[name]
