@@ -18,8 +18,16 @@ import random
 from collections.abc import Iterable
 from pathlib import Path
 
-# the real data: $ADAPTERKIT_TEST_DATA, else ../shared/data next to the checkout (tests pass this path on)
-SHARED_DATA = Path(os.environ.get("ADAPTERKIT_TEST_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
+# the real data (tests pass this path on to the library)
+def _shared_data() -> Path:
+    """$ADAPTERKIT_TEST_DATA, else the nearest shared/data above the checkout (a worktree may sit deeper)."""
+    if os.environ.get("ADAPTERKIT_TEST_DATA"):
+        return Path(os.environ["ADAPTERKIT_TEST_DATA"])
+    above = Path(__file__).resolve().parents[1].parents
+    return next((p / "shared" / "data" for p in above if (p / "shared" / "data").is_dir()), above[0] / "shared" / "data")
+
+
+SHARED_DATA = _shared_data()
 SHARED_GLUE = SHARED_DATA / "glue"
 ALL_TASKS = ("cola", "sst2", "mrpc", "rte", "stsb", "qqp", "qnli", "mnli")
 FOLDERS = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "rte": "RTE", "stsb": "STS-B",

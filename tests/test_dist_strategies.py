@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 import transformers as T
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 import adapterkit as ak
 from adapterkit.dist.local import run_local
@@ -65,7 +65,8 @@ def _train(rank: int, strategy: str, overrides: dict, out_dir: str, sharing: int
     run = wrap_for_strategy(model, strategy, DistConfig(**overrides))
     opt = torch.optim.SGD(run.parameters(), lr=LR)
     data = dataset()
-    loader = DataLoader(data, batch_size=GLOBAL_BATCH // run.dp_size, sampler=run.sampler(data, shuffle=False))
+    sampler = DistributedSampler(data, num_replicas=run.dp_size, rank=run.dp_rank, shuffle=False)
+    loader = DataLoader(data, batch_size=GLOBAL_BATCH // run.dp_size, sampler=sampler)
     losses = []
     for _ in range(STEPS):
         for batch in loader:  # one batch per replica: this replica's shard of the global batch

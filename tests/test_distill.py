@@ -86,8 +86,8 @@ def test_layer_maps():
     assert layer_map("last", 2, 6) == [5, 6]
     assert layer_map("bottom", 2, 6) == [1, 2]
     assert layer_map([2, 5], 2, 6) == [2, 5]
-    with pytest.raises(AdapterkitError):
-        layer_map([7, 8], 2, 6)
+    with pytest.raises(AdapterkitError, match=r"layer_map \[7, 8\] must give 2 teacher layers in 1..6"):
+        layer_map([7, 8], 2, 6)  # a user's --layer-map: one line, not a traceback
 
 
 def test_losses_vanish_when_the_student_is_the_teacher():
@@ -223,7 +223,7 @@ def test_registered_transfer_algorithms_run_from_python(name, options, tiny_bert
                         output=str(tmp_path), options={"student_layers": 1, **options})
     result = run_algorithm(name, spec)
     assert result["method"] == options.get("method", "metakd")
-    assert 0.0 <= result["test"]["accuracy"] <= 1.0 and 0.0 <= result["teacher_test"]["accuracy"] <= 1.0
+    assert set(result["test"]) == set(result["teacher_test"]) == {"accuracy", "f1"}  # learning: test_transfer_learning.py
     assert result["params"]["student"] < result["params"]["teacher"]
     student, _ = load_student(tmp_path / "student")
     assert student.config.num_hidden_layers == 1

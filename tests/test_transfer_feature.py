@@ -158,7 +158,7 @@ def test_algorithm_runs_from_python_and_cli_with_the_same_result(name, tiny_bert
     result = run_algorithm(name, _spec(tiny_bert_dir))
     steps = {"mixed": 8, "sequential": 8}.get(name, 4)  # quick: 4 steps per phase
     assert result["steps"] == steps and result["algorithm"] == name
-    assert 0.0 <= result["test"]["accuracy"] <= 1.0 and set(result["test"]) == {"accuracy", "f1"}
+    assert set(result["test"]) == {"accuracy", "f1"}  # that it learns: tests/test_transfer_learning.py
     out = tmp_path / name
     cli = invoke("transfer", "run", name, "--source", ",".join(SOURCES), "--target", "kitchen", "--target-shots", "16",
                  "--model", str(tiny_bert_dir), "--max-seq-len", "48", "--quick", "--output", str(out))

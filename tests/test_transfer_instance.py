@@ -95,10 +95,9 @@ def test_bayes_search_beats_its_random_start():
 @pytest.mark.parametrize("name", INSTANCE)
 def test_instance_algorithm_runs_from_python_and_cli(name, tiny_bert_dir, tmp_path):
     result = run_algorithm(name, _spec(tiny_bert_dir))
-    assert result["steps"] == 4 and 0.0 <= result["test"]["accuracy"] <= 1.0
+    assert result["steps"] == 4  # that it learns: tests/test_transfer_learning.py
     if name == "ruder-plank":  # half of the 3 x 32 quick source rows kept, by score
         assert sum(result["kept"].values()) == 48 and set(result["weights"]) == set(similarity.FEATURES)
-        assert 0.0 <= result["proxy_dev_accuracy"] <= 1.0
     else:  # quick: episodes of 2 steps -> one delayed reward within 4 steps
         assert len(result["delayed_rewards"]) == 1 and 0.0 < result["kept_fraction"] < 1.0
     out = tmp_path / name
@@ -155,7 +154,7 @@ def test_users_own_domains_from_a_file_run_from_the_cli(tiny_bert_dir, tmp_path)
                  "--model", str(tiny_bert_dir), "--max-seq-len", "32", "--quick", "--output", str(out))
     assert cli.exit_code == 0, cli.output
     assert "domains cars, phones" in cli.output
-    assert 0.0 <= json.loads((out / "results.json").read_text())["test"]["accuracy"] <= 1.0
+    assert set(json.loads((out / "results.json").read_text())["test"]) == {"accuracy", "f1"}
 
 
 def test_domain_file_errors_are_one_line(tmp_path):

@@ -238,7 +238,7 @@ def test_metadtl_from_python_on_glue_tasks_with_their_own_heads(tiny_bert_dir, g
     spec = _spec(tiny_bert_dir, source=["mrpc", "cola"], target="rte", data_dir=str(glue_dir), output=str(tmp_path),
                  options={"meta_steps": 2})
     result = run_algorithm("metadtl", spec)
-    assert 0.0 <= result["test"]["accuracy"] <= 1.0
+    assert set(result["test"]) >= {"accuracy"}  # that it learns: tests/test_transfer_learning.py
     relations = result["meta"]["relations"]
     assert relations["classes"] == ["mrpc:0", "mrpc:1", "cola:0", "cola:1"]
     assert torch.tensor(relations["cosine"]).diagonal().tolist() == pytest.approx([1.0] * 4, abs=1e-5)

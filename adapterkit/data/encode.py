@@ -11,6 +11,7 @@ import random
 from collections.abc import Sequence
 
 from adapterkit.data.tasks import GlueTask, get_task
+from adapterkit.errors import AdapterkitError
 
 MODEL_COLUMNS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -29,7 +30,7 @@ def encode(dataset, tokenizer, task: str | GlueTask | None, max_seq_len: int = 1
     Returns a `datasets.Dataset` holding model inputs, `labels` (if labelled) and `keep_columns`.
     """
     if max_seq_len < 2:
-        raise ValueError(f"max_seq_len must be >= 2, got {max_seq_len}")
+        raise AdapterkitError(f"max_seq_len must be >= 2 (room for the special tokens), got {max_seq_len}")
     task = get_task(task) if isinstance(task, str) else task
     names = dataset.column_names
     first = "text_a" if "text_a" in names else "text"

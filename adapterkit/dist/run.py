@@ -1,4 +1,4 @@
-"""DistRun: what a strategy hands the training loop (step, parameters, sampler, save, stats)."""
+"""DistRun: what a strategy hands the training loop (step, parameters, shard, save, stats)."""
 from __future__ import annotations
 
 import statistics
@@ -44,14 +44,6 @@ class DistRun:
     def parameters(self) -> list[nn.Parameter]:
         """The trainable parameters this rank updates (give these to the optimizer)."""
         return [p for p in self.module.parameters() if p.requires_grad]
-
-    def sampler(self, dataset, shuffle: bool = True, seed: int = 0, drop_last: bool = True):
-        """DistributedSampler giving this rank its replica's shard of `dataset`."""
-        from torch.utils.data import DistributedSampler
-
-        return DistributedSampler(
-            dataset, num_replicas=self.dp_size, rank=self.dp_rank, shuffle=shuffle, seed=seed, drop_last=drop_last
-        )
 
     def shard(self, batch: dict) -> dict:
         """This replica's part of a global batch: tensors split along dim 0 into dp_size chunks

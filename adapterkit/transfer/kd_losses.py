@@ -30,6 +30,8 @@ from adapterkit.errors import AdapterkitError
 import torch.nn.functional as F
 from torch import nn
 
+from adapterkit.errors import AdapterkitError
+
 LossFn = Callable[..., torch.Tensor]
 
 

@@ -1,7 +1,7 @@
 """Strategies for adapter training on a frozen backbone, one module each, behind one verb:
 
     run = wrap_for_strategy(model, "ddp", DistConfig(compression="fp16"))
-    for batch in loader:                      # loader over run.sampler(dataset)
+    for batch in loader:                      # this replica's part: run.shard(global batch)
         loss = run.step(batch)                # forward + backward + gradient sync
         optimizer.step(); optimizer.zero_grad()   # optimizer over run.parameters()
     run.save_adapter("cola", out_dir)         # collective; rank 0 writes
