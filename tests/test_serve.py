@@ -259,8 +259,8 @@ def test_hub_references_and_multitask_bundle_branches(tiny_bert_dir, adapters, t
     from adapterkit.backbone import load_model, load_tokenizer
     from adapterkit.model import get_bank, head_parameters
     from adapterkit.serve import AdapterLoadError, Engine, EngineConfig
-    from adapterkit.transfer.multitask import MultiTaskModel
-    from adapterkit.transfer.multitask_io import save_multitask
+    from adapterkit.multitask.model import MultiTaskModel
+    from adapterkit.multitask.io import save_multitask
 
     ak.push_adapter(adapters["cola"], "team/cola:v1", hub=str(tmp_path / "hub"))
     base = load_model(str(tiny_bert_dir), num_labels=3).eval()
