@@ -21,7 +21,7 @@ import torch
 from adapterkit.compose import FusionConfig, add_fusion, fusion_parameters, merge_adapters, save_fusion
 from adapterkit.io import load_adapter, save_adapter
 from adapterkit.model import get_bank
-from adapterkit.transfer.common import fit
+from adapterkit.toolkit.schedule import fit
 from adapterkit.transfer.kit import Run, setup
 from adapterkit.transfer.registry import TransferSpec, register_algorithm
 
