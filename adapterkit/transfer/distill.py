@@ -23,7 +23,6 @@ import torch
 
 from adapterkit.atomic import write_json
 from adapterkit.errors import AdapterkitError
-from adapterkit.model import list_adapters
 from adapterkit.toolkit.scoring import predict_logits, score
 from adapterkit.transfer.common import DomainData, load_domains, make_model
 from adapterkit.transfer.kd import KDConfig, TrainConfig, distill, train_supervised
