@@ -90,6 +90,18 @@ class StackSlicer:
             self._base_forward(self._ids(mask), mask, part)
         return box["states"]
 
+    def last_hidden(self, states: torch.Tensor, attention_mask: torch.Tensor | None, start: int) -> torch.Tensor:
+        """The base model's `last_hidden_state` (B, T, H) from the states entering layer `start`:
+        layers start.. and what follows the stack in the base model (a decoder's final norm)."""
+        if not 0 <= start <= len(self.layers):
+            raise AdapterkitError(f"layer {start} out of range for {len(self.layers)} layers")
+        mask = _mask(states, attention_mask)
+        if start == len(self.layers):
+            return self._base_forward(self._ids(mask), mask, [_Emit(states, self.layer_output_len())]).last_hidden_state
+        part = self.layers[start:]
+        with self._feed(part[0], states):
+            return self._base_forward(self._ids(mask), mask, part).last_hidden_state
+
     def head(self, states: torch.Tensor, attention_mask: torch.Tensor | None = None,
              parts: dict[str, nn.Module] | None = None) -> torch.Tensor:
         """The task head on the states leaving the last layer: logits (B, C). `parts` (path ->

@@ -40,8 +40,35 @@ def test_pieces_compose_to_the_models_forward(family):
         h = slicer.run(h, mask, 1, 1)  # an empty slice is the identity
         h = slicer.run(h, mask, 1, slicer.num_layers)
         got = slicer.head(h, mask)
+        last = model.base_model(input_ids=inputs["input_ids"], attention_mask=mask).last_hidden_state
+        from_2 = slicer.last_hidden(slicer.run(slicer.embed(inputs["input_ids"], mask), mask, 0, 2), mask, 2)
+        from_top = slicer.last_hidden(h, mask, slicer.num_layers)  # only what follows the stack
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(from_2, last, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(from_top, last, rtol=1e-5, atol=1e-5)
     assert len(slicer.layers) == slicer.num_layers == 4
+
+
+@pytest.mark.parametrize("family", ["bert", "distilbert", "gpt2", "llama"])
+def test_transfer_prefix_cache_gives_the_full_forward_on_other_families(family):
+    """The transfer encoder's frozen-prefix cache (layers below the first adapted one run once
+    per row) gives the full forward's features and gradients, on encoders and decoders."""
+    from adapterkit.transfer.encoder import Encoder, clear_prefix_cache
+
+    model, inputs = build(family)
+    ak.add_adapter(model, "a", ak.BottleneckConfig(bottleneck_dim=4, top_n=2))
+    for p in ak.adapter_parameters(model, "a").values():
+        torch.nn.init.normal_(p, std=0.2)
+    pad = model.config.pad_token_id
+    rows = [{"input_ids": [i for i in ids.tolist()], "labels": 0} for ids in inputs["input_ids"]]
+    rows[1]["input_ids"] = rows[1]["input_ids"][:-3]  # a shorter row: padding in the batch
+    clear_prefix_cache()
+    cached, full = Encoder(model, pad, split=2), Encoder(model, pad)
+    expected = full.features(full.collate(rows), ["a"])
+    got = cached.features(cached.collate(cached.prepare(rows)), ["a"])
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    got.sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in ak.adapter_parameters(model, "a").values())
 
 
 def test_other_stacks_are_refused_with_one_line():

@@ -9,34 +9,23 @@ the embeddings and layers below `split` compute the same function at every step,
 `Encoder.prepare(rows)` runs them once per row (cached per process, keyed by the backbone and
 the token ids) and later forwards run only the top layers on the cached hidden states. This is
 exact (tested against the full forward) and is what makes the transfer benchmark fit on a CPU.
-It swaps `base_model.embeddings` for a pass-through and the layer list for its top slice for
-the duration of one forward, so it needs a BERT-like encoder (`base_model.embeddings`).
+The pieces come from `adapterkit.slicing.StackSlicer`, so it works on every single-stack family.
 """
 from __future__ import annotations
-
-from contextlib import contextmanager
 
 import torch
 from torch import nn
 
-from adapterkit.errors import AdapterkitError
 from adapterkit.model import list_adapters, set_active
+from adapterkit.slicing import StackSlicer
 from adapterkit.toolkit.batching import batches, pad
 from adapterkit.toolkit.features import adapters_off, eval_mode, masked_mean
-from adapterkit.sites import find_sites
 
 _PREFIX_CACHE: dict[tuple, torch.Tensor] = {}  # (backbone key, split, token ids) -> (T, H)
 
 
 def clear_prefix_cache() -> None:
     _PREFIX_CACHE.clear()
-
-
-class _PassThrough(nn.Module):
-    """Stands in for the embeddings: the cached hidden states come in as `inputs_embeds`."""
-
-    def forward(self, input_ids=None, inputs_embeds=None, **kwargs):
-        return inputs_embeds
 
 
 class Encoder:
@@ -47,12 +36,8 @@ class Encoder:
         self.model, self.pad_id, self.split = model, pad_id, split or None
         self.base = model.base_model
         if self.split is not None:
-            if not isinstance(getattr(self.base, "embeddings", None), nn.Module):
-                raise AdapterkitError("the frozen-prefix cache needs a BERT-like model (base_model.embeddings)")
-            layer_path = find_sites(model)[0].layer_path  # e.g. "bert.encoder.layer.0"
-            holder, self._attr = layer_path.rsplit(".", 2)[0], layer_path.rsplit(".", 2)[1]
-            self._holder = model.get_submodule(holder)
-            self._key = (type(model).__name__, float(self.base.embeddings.word_embeddings.weight[:64].sum()))
+            self.slicer = StackSlicer(model)
+            self._key = (type(model).__name__, float(model.get_input_embeddings().weight[:64].detach().sum()))
 
     # --- data -------------------------------------------------------------------------------
     def prepare(self, rows: list[dict]) -> list[dict]:
@@ -91,28 +76,12 @@ class Encoder:
         if self.split is None:
             hidden = self.base(input_ids=batch["input_ids"], attention_mask=mask).last_hidden_state
         else:
-            with self._layers(slice(self.split, None), skip_embeddings=True):
-                hidden = self.base(inputs_embeds=batch["prefix"], attention_mask=mask).last_hidden_state
+            hidden = self.slicer.last_hidden(batch["prefix"], mask, self.split)
         return masked_mean(hidden, mask)
 
     @torch.no_grad()
     def _bottom(self, keys: list[tuple]) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = [{"input_ids": list(k[-1]), "labels": 0} for k in keys]
-        batch = Encoder(self.model, self.pad_id).collate(rows)
+        ids, mask = pad([list(k[-1]) for k in keys], self.pad_id)  # (B, T)
         # no adapters, no dropout: the cached prefix is the frozen function itself
-        with adapters_off(self.model), eval_mode(self.model), self._layers(slice(0, self.split), skip_embeddings=False):
-            hidden = self.base(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-        return hidden, batch["attention_mask"]
-
-    @contextmanager
-    def _layers(self, part: slice, skip_embeddings: bool):
-        layers, embeddings = getattr(self._holder, self._attr), self.base.embeddings
-        setattr(self._holder, self._attr, nn.ModuleList(list(layers)[part]))
-        if skip_embeddings:
-            self.base.embeddings = _PassThrough()
-        try:
-            yield
-        finally:
-            setattr(self._holder, self._attr, layers)
-            self.base.embeddings = embeddings
-
+        with adapters_off(self.model), eval_mode(self.model):
+            return self.slicer.run(self.slicer.embed(ids, mask), mask, 0, self.split), mask
