@@ -11,6 +11,7 @@ adapter parameters under `adapterkit.<name>.<group>.*`.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import weakref
 from typing import Callable, Iterable, Iterator
 
@@ -27,6 +28,7 @@ BANK = "adapterkit"
 COMPOSITIONS = ("stack", "parallel")  # built in; adapterkit.compose registers average, split, fusion
 # composition name -> builder(model, bank, names, **options) -> composer(path, h, chain) -> h
 _COMPOSERS: dict[str, Callable] = {}
+BUILTIN_COMPOSITIONS = "adapterkit.compose"  # the package whose import registers average, split, fusion
 
 
 def register_composition(name: str) -> Callable[[Callable], Callable]:
@@ -119,6 +121,24 @@ class AdapterBank(nn.Module):
             close()
         self.active, self.composition, self.composer = list(names), composition, composer
         self.rebuild_chains()
+
+    @contextlib.contextmanager
+    def activated(self, names: list[str], composition: str = "stack") -> Iterator[None]:
+        """`names` active ("stack" or "parallel") inside the block; the active set, composition and
+        composer that were there come back on exit, also after an error (the composer is set
+        aside, not closed, so a registered composition survives the block)."""
+        if composition not in COMPOSITIONS:
+            raise AdapterkitError(f"a temporary activation is 'stack' or 'parallel'; got {composition!r}")
+        for name in names:
+            self.require(name)
+        saved = self.active, self.composition, self.composer
+        self.active, self.composition, self.composer = list(names), composition, None
+        self.rebuild_chains()
+        try:
+            yield
+        finally:
+            self.active, self.composition, self.composer = saved
+            self.rebuild_chains()
 
     def rebuild_chains(self) -> None:
         self._chains = {}
@@ -258,7 +278,7 @@ def set_active(model: nn.Module, names: str | Iterable[str], composition: str = 
     bank = get_bank(model)
     composer = None
     if composition not in COMPOSITIONS:
-        import adapterkit.compose  # noqa: F401  (registers its compositions)
+        importlib.import_module(BUILTIN_COMPOSITIONS)  # a plugin, loaded by name: it builds on this module
 
         if composition in _COMPOSERS:
             for name in names:

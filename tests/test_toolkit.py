@@ -8,7 +8,7 @@ import torch
 import adapterkit as ak
 from adapterkit.cli import main
 from adapterkit.toolkit.batching import batches, collate, pad
-from adapterkit.toolkit.features import adapters_off, eval_mode, in_row_order, masked_mean
+from adapterkit.toolkit.features import adapters_off, eval_mode, in_row_order, masked_mean, using_adapters
 from adapterkit.toolkit.schedule import linear_warmup
 from tests.tiny_models import build
 
@@ -50,6 +50,27 @@ def test_adapters_off_and_eval_mode_restore_even_after_an_error():
             assert ak.active_adapters(model) == [] and not model.training
             raise RuntimeError("boom")
     assert ak.active_adapters(model) == ["a", "b"] and model.adapterkit.composition == "parallel" and model.training
+
+
+def test_a_registered_composition_survives_a_temporary_activation():
+    """using_adapters / adapters_off set the composition aside (not closed): a split composition
+    (which holds a hook) computes the same after the block as before it."""
+    model, inputs = build("bert")
+    for name in ("a", "b"):
+        ak.add_adapter(model, name, ak.BottleneckConfig(bottleneck_dim=4))
+        for p in ak.adapter_parameters(model, name).values():
+            torch.nn.init.normal_(p, std=0.2)
+    ak.set_active(model, ["a", "b"], composition="split", splits=[3])
+    with torch.no_grad():
+        before = model(**inputs).logits
+        with using_adapters(model, ["b"]):
+            assert ak.active_adapters(model) == ["b"]
+            only_b = model(**inputs).logits
+        with adapters_off(model):
+            bare = model(**inputs).logits
+        after = model(**inputs).logits
+    assert torch.equal(after, before) and model.adapterkit.composition == "split"
+    assert not torch.allclose(only_b, before) and not torch.allclose(bare, before)
 
 
 def test_in_row_order_scatters_batches_back():

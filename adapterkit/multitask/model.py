@@ -32,7 +32,7 @@ from torch import nn
 
 from adapterkit.errors import AdapterkitError
 from adapterkit.slicing import StackSlicer
-from adapterkit.toolkit.features import adapters_off
+from adapterkit.toolkit.features import adapters_off, using_adapters
 
 FORMAT, FORMAT_VERSION = "adapterkit.multitask", 2
 MANIFEST, TRUNK_FILE = "multitask.json", "trunk.safetensors"
@@ -235,13 +235,8 @@ class MultiTaskModel(nn.Module):
         if branch.kind == "layers":
             x = self.slicer.run(x, mask, 0, branch.num_layers, layers=branch.layers)
         else:
-            from adapterkit.model import set_active
-
-            set_active(self, [task])
-            try:
+            with using_adapters(self, [task]):
                 x = self.slicer.run(x, mask, branch.branch_layer, len(self.layers), layers=self.layers)
-            finally:
-                set_active(self, [])
         return self.slicer.head(x, mask, parts=branch.head.by_path())
 
     def _requested(self, n: int, tasks, row_tasks) -> dict[str, torch.Tensor | None]:

@@ -17,20 +17,25 @@ def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 @contextmanager
-def adapters_off(model: nn.Module) -> Iterator[nn.Module]:
-    """Run the bare backbone inside the block; the active adapters (and composition) come back."""
-    from adapterkit.model import BANK, AdapterBank
+def using_adapters(model: nn.Module, names: list[str], composition: str = "stack") -> Iterator[nn.Module]:
+    """`names` active ("stack" or "parallel") inside the block; what was active before (set,
+    composition, a registered composition's state) comes back on exit, also after an error.
+    An empty list: the bare backbone."""
+    from adapterkit.model import BANK, AdapterBank, get_bank
 
     bank = getattr(model, BANK, None)
     if not isinstance(bank, AdapterBank):
+        if names:
+            get_bank(model)  # the library's one-line error: the model has no adapters
         yield model
         return
-    active, composition = list(bank.active), bank.composition
-    bank.activate([], composition)
-    try:
+    with bank.activated(names, composition):
         yield model
-    finally:
-        bank.activate(active, composition)
+
+
+def adapters_off(model: nn.Module):
+    """Run the bare backbone inside the block; the active adapters (and composition) come back."""
+    return using_adapters(model, [])
 
 
 @contextmanager
