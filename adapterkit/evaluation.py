@@ -23,15 +23,10 @@ def predict_logits(model, rows, batch_size: int, pad_id: int, regression: bool =
                    title: str = "eval") -> torch.Tensor:
     """Logits (N, C) in the rows' original order (eval mode, restored after; progress under `title`)."""
     from adapterkit.progress import progress
-    from adapterkit.toolkit.batching import model_inputs
-    from adapterkit.toolkit.features import eval_mode, in_row_order
+    from adapterkit.toolkit.scoring import logits_in_row_order
 
-    with progress(title, -(-len(rows) // batch_size)) as bar, eval_mode(model):
-        def logits(batch: dict) -> torch.Tensor:
-            bar(examples=len(batch["_rows"]))
-            return model(**model_inputs(batch)).logits
-
-        return in_row_order(make_batches(rows, batch_size, pad_id, regression), logits, len(rows))
+    with progress(title, -(-len(rows) // batch_size)) as bar:
+        return logits_in_row_order(model, make_batches(rows, batch_size, pad_id, regression), len(rows), bar)
 
 
 def evaluate(model, rows, task, batch_size: int = 128, pad_id: int = 0) -> dict[str, float]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import hashlib
-import json
 import os
 import re
 import secrets
@@ -28,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from adapterkit.atomic import write_json
 from adapterkit.files import FileFormatError, read_json
 from adapterkit.hub.card import build_card
 from adapterkit.hub.errors import Busy, HubError, IntegrityError, InvalidName, NotFound, TooLarge
@@ -119,7 +119,7 @@ class FolderStore:
         if not create:
             return False
         self.root.mkdir(parents=True, exist_ok=True)
-        _write_json_atomic(self.root / MARKER, {"format": "adapterkit.hub", "layout": LAYOUT})
+        write_json(self.root / MARKER, {"format": "adapterkit.hub", "layout": LAYOUT})
         return True
 
     @contextlib.contextmanager
@@ -272,7 +272,7 @@ class FolderStore:
             return _read(final, f"card of {repo}", dict)
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.with_name(f".{final.name}.{secrets.token_hex(4)}")
-        _write_json(tmp, card)
+        write_json(tmp, card)  # durable before it is linked into place
         try:
             os.link(tmp, final)
         except FileExistsError:
@@ -290,7 +290,7 @@ class FolderStore:
                 tags.pop(tag, None)
             else:
                 tags[tag] = version
-        _write_json_atomic(path, dict(sorted(tags.items())))
+        write_json(path, dict(sorted(tags.items())))
         return tags
 
     def set_tag(self, repo: str, tag: str, version: str) -> str:
@@ -360,21 +360,3 @@ def _acquire(f, lock: Path, repo: str) -> None:
                            "if no push or tag change is running, that process is stopped or hung") from None
             time.sleep(pause)
             pause = min(pause * 2, 0.1)
-
-
-def _write_json(path: Path, obj) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _write_json_atomic(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
-    try:
-        _write_json(tmp, obj)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

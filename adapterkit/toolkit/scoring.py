@@ -1,6 +1,8 @@
 """Logits of a classifier over rows, and the accuracy/F1 scores the algorithms report."""
 from __future__ import annotations
 
+from typing import Iterable
+
 import torch
 from torch import nn
 
@@ -8,18 +10,27 @@ from adapterkit.toolkit.batching import batches, model_inputs
 from adapterkit.toolkit.features import eval_mode, in_row_order
 
 
+def logits_in_row_order(model: nn.Module, batched: Iterable[dict], n: int, bar=None) -> torch.Tensor:
+    """A sequence classifier's logits (n, C) over batches carrying `_rows`, in row order (eval
+    mode, restored afterwards); `bar` (adapterkit.progress) is told each batch's row count."""
+    def logits(batch: dict) -> torch.Tensor:
+        if bar is not None:
+            bar(examples=len(batch["_rows"]))
+        return model(**model_inputs(batch)).logits
+
+    with eval_mode(model):
+        return in_row_order(batched, logits, n)
+
+
 def predict_logits(model: nn.Module, rows: list[dict], pad_id: int = 0, batch_size: int = 64,
                    title: str = "predict") -> torch.Tensor:
-    """A sequence classifier's logits (N, C) in row order (eval mode, restored afterwards;
-    progress reported under `title`)."""
+    """A sequence classifier's logits (N, C) on encoded rows, in row order (progress under `title`)."""
     from adapterkit.progress import progress
 
-    with progress(title, -(-len(rows) // batch_size)) as bar, eval_mode(model):
-        def logits(batch: dict) -> torch.Tensor:
-            bar(examples=len(batch["_rows"]))
-            return model(**model_inputs(batch)).logits
+    with progress(title, -(-len(rows) // batch_size)) as bar:
+        return logits_in_row_order(model, batches(rows, batch_size, pad_id), len(rows), bar)
 
-        return in_row_order(batches(rows, batch_size, pad_id), logits, len(rows))
+
 
 
 def classification_scores(logits: torch.Tensor, rows: list[dict]) -> dict[str, float]:
