@@ -9,6 +9,7 @@ import math
 from dataclasses import dataclass
 
 from adapterkit import backbone
+from adapterkit.errors import AdapterkitError
 from adapterkit.transfer.registry import TransferSpec
 
 QUICK_ROWS = 32  # rows per split in --quick mode
@@ -22,26 +23,46 @@ class DomainData:
     train: list[dict]
     dev: list[dict]
     test: list[dict]
+    num_labels: int = 2
 
 
 def load_domains(spec: TransferSpec, tokenizer) -> dict[str, DomainData]:
     """Source domains in full (or QUICK_ROWS), the target with `target_shots` train rows."""
-    from adapterkit.data import encode, few_shot, load_domain_splits
+    return {name: load_rows(name, spec, tokenizer, tasks=False) for name in [*spec.source, spec.target]}
 
-    out = {}
-    for name in [*spec.source, spec.target]:
-        splits = load_domain_splits(name, seed=0, data_dir=spec.data_dir)
-        parts = {}
-        for split in ("train", "dev", "test"):
-            data = splits[split]
-            if name == spec.target and split == "train" and spec.target_shots:
-                data = few_shot(data, spec.target_shots, seed=spec.seed)
-            if spec.quick:
-                data = data.shuffle(seed=spec.seed).select(range(min(QUICK_ROWS, len(data))))
-            rows = encode(data.select_columns(["text", "label"]), tokenizer, "sst2", spec.max_seq_len)
-            parts[split] = [dict(r) for r in rows]
-        out[name] = DomainData(name, parts["train"], parts["dev"], parts["test"])
-    return out
+
+def load_rows(name: str, spec: TransferSpec, tokenizer, max_rows: int | None = None, tasks: bool = True) -> DomainData:
+    """One domain (fixed seeded split) or, with `tasks`, a GLUE classification task (its dev file
+    as `test`), encoded: the target's train split cut to `spec.target_shots` rows (balanced),
+    other train splits to `max_rows` (a seeded sample), every split to QUICK_ROWS in quick mode."""
+    from adapterkit.data import encode, few_shot
+
+    splits, task, num_labels = _raw_splits(name, spec.data_dir, tasks)
+    parts = {}
+    for split, data in splits.items():
+        if split == "train" and name == spec.target and spec.target_shots:
+            data = few_shot(data, spec.target_shots, seed=spec.seed)
+        elif split == "train" and max_rows is not None and len(data) > max_rows:
+            data = data.shuffle(seed=spec.seed).select(range(max_rows))
+        if spec.quick:
+            data = data.shuffle(seed=spec.seed).select(range(min(QUICK_ROWS, len(data))))
+        columns = [c for c in ("text", "text_a", "text_b", "label") if c in data.column_names]
+        parts[split] = [dict(r) for r in encode(data.select_columns(columns), tokenizer, task, spec.max_seq_len)]
+    return DomainData(name, parts["train"], parts.get("dev", []), parts["test"], num_labels)
+
+
+def _raw_splits(name: str, data_dir: str | None, tasks: bool):
+    """({'train', 'dev'?, 'test'} datasets, task used for encoding, number of classes)."""
+    from adapterkit.data import DOMAINS, get_task, load_domain_splits, load_glue
+    from adapterkit.data.domains import is_user_domain
+
+    if name in DOMAINS or name == "sst2" or is_user_domain(name) or not tasks:
+        splits = load_domain_splits(name, seed=0, data_dir=data_dir)  # an unknown domain: one line
+        return {s: splits[s] for s in ("train", "dev", "test")}, "sst2", 2
+    task = get_task(name)
+    if task.is_regression:
+        raise AdapterkitError(f"meta-learning needs classification tasks; {name} is a regression task")
+    return {"train": load_glue(task, "train", data_dir), "test": load_glue(task, "dev", data_dir)}, task, task.num_labels
 
 
 def make_model(spec: TransferSpec, num_labels: int = 2):
