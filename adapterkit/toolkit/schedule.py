@@ -18,8 +18,9 @@ def linear_warmup(optimizer: torch.optim.Optimizer, warmup: int, total: float) -
 
 
 def fit(params: Iterable[nn.Parameter], steps: int, loss_fn: Callable[[int], torch.Tensor], lr: float,
-        warmup_ratio: float = 0.1, title: str = "train") -> list[float]:
+        warmup_ratio: float = 0.1, title: str = "train", after_step: Callable[[int], None] | None = None) -> list[float]:
     """AdamW with `linear_warmup` over `steps` calls of loss_fn(step); returns the losses.
+    `after_step(step)` runs after each optimizer step (e.g. a second learner's own update).
     Progress (a bar, or plain lines off a terminal) is reported under `title`."""
     from adapterkit.progress import progress
 
@@ -33,6 +34,8 @@ def fit(params: Iterable[nn.Parameter], steps: int, loss_fn: Callable[[int], tor
             optimizer.step()
             schedule.step()
             optimizer.zero_grad(set_to_none=True)
+            if after_step is not None:
+                after_step(step)
             losses.append(loss.item())
             bar(loss=sum(losses[-20:]) / len(losses[-20:]))
     return losses

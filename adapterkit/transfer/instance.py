@@ -103,51 +103,74 @@ def reinforced(spec: TransferSpec, discriminator: bool) -> dict:
                               f"{opts['episode']!r}")
     run.add_adapters(*ADAPTER)
     run.add_heads("shared")
-    selector = Selector(run.hidden + 2)
-    selector_opt = torch.optim.Adam(selector.parameters(), lr=opts["selector_lr"])
-    critic = DomainClassifier(run.hidden, 2) if discriminator else None
     dev = random.Random(spec.seed).sample(run.target.dev, min(opts["reward_rows"], len(run.target.dev)))
-    episode_len = 2 if spec.quick else opts["episode"]
+    selection = Selection(run, dev, opts, episode=2 if spec.quick else opts["episode"], seed=spec.seed)
+    critic = DomainClassifier(run.hidden, 2) if discriminator else None  # initialised after the selector
     target, sources = run.stream(run.target.train), run.source_stream()
-    generator = torch.Generator().manual_seed(spec.seed)
-    state = {"perf": _dev_performance(run, dev, opts["reward"]), "episode": [], "baseline": Baseline(),
-             "rewards": [], "kept": 0, "seen": 0}
-
-    def update_selector(states, actions, advantages) -> None:
-        selector_opt.zero_grad()
-        reinforce_loss(selector, states, actions, advantages).backward()
-        selector_opt.step()
-
-    def end_episode() -> None:
-        perf = _dev_performance(run, dev, opts["reward"])
-        reward, state["perf"] = perf - state["perf"], perf
-        state["rewards"].append(reward)
-        states, actions = (torch.cat(x) for x in zip(*state["episode"]))
-        update_selector(states, actions, torch.tensor(state["baseline"].advantage(reward)))
-        state["episode"] = []
 
     def step(i: int) -> torch.Tensor:
-        if i and i % episode_len == 0:
-            end_episode()
         t_batch, (_, s_batch) = next(target), next(sources)
         t_feat, s_feat = run.features(t_batch, ADAPTER), run.features(s_batch, ADAPTER)
         s_logits = run.heads["shared"](s_feat)
         s_losses = F.cross_entropy(s_logits, s_batch["labels"], reduction="none")
-        states = _states(s_feat, s_logits, s_batch["labels"], s_losses)
-        actions = selector.act(states, generator)
-        state["episode"].append((states, actions))
-        state["kept"], state["seen"] = state["kept"] + int(actions.sum()), state["seen"] + len(actions)
+        actions = selection.decide(_states(s_feat, s_logits, s_batch["labels"], s_losses))
         loss = run.loss(t_batch, ADAPTER, "shared") + (actions * s_losses).sum() / actions.sum().clamp(min=1)
         if critic is not None:
             d_loss, p_target = _discriminate(critic, s_feat, t_feat, actions)
             loss = loss + opts["adv_weight"] * d_loss
-            update_selector(states, actions, opts["immediate_weight"] * immediate_advantages(actions, p_target))
+            selection.reward_now(opts["immediate_weight"] * immediate_advantages(actions, p_target))
         return loss
 
     params = run.params(ADAPTER, *([critic] if critic else []))
-    steps = len(fit(params, run.steps(len(run.target.train)), step, spec.lr))
-    return run.result(ADAPTER, "shared", steps=steps, kept_fraction=state["kept"] / max(1, state["seen"]),
-                      delayed_rewards=[round(r, 5) for r in state["rewards"]])
+    total = run.steps(len(run.target.train))
+    steps = len(fit(params, total, step, spec.lr, after_step=lambda i: selection.after_step(i, total)))
+    return run.result(ADAPTER, "shared", steps=steps, kept_fraction=selection.kept / max(1, selection.seen),
+                      delayed_rewards=[round(r, 5) for r in selection.rewards])
+
+
+class Selection:
+    """The selector's side of RTL/MGTL: its decisions of the current episode, its updates
+    (immediate rewards after each step, the delayed reward at the end of each episode of
+    `episode` steps: the change in target dev performance) and what it kept."""
+
+    def __init__(self, run: Run, dev: list[dict], opts: dict, episode: int, seed: int) -> None:
+        self.run, self.dev, self.kind, self.episode = run, dev, opts["reward"], episode
+        self.selector = Selector(run.hidden + 2)
+        self.optimizer = torch.optim.Adam(self.selector.parameters(), lr=opts["selector_lr"])
+        self.generator = torch.Generator().manual_seed(seed)
+        self.baseline, self.perf = Baseline(), _dev_performance(run, dev, self.kind)
+        self.decisions: list[tuple[torch.Tensor, torch.Tensor]] = []  # this episode's (states, actions)
+        self.immediate: torch.Tensor | None = None  # this step's immediate advantages (MGTL)
+        self.rewards: list[float] = []
+        self.kept = self.seen = 0
+
+    def decide(self, states: torch.Tensor) -> torch.Tensor:
+        """Keep (1.) or drop (0.) each source example of a batch, sampled from the policy."""
+        actions = self.selector.act(states, self.generator)
+        self.decisions.append((states, actions))
+        self.kept, self.seen = self.kept + int(actions.sum()), self.seen + len(actions)
+        return actions
+
+    def reward_now(self, advantages: torch.Tensor) -> None:
+        self.immediate = advantages
+
+    def after_step(self, step: int, total: int) -> None:
+        """The immediate update of this step's decisions; at an episode's end, the delayed one."""
+        if self.immediate is not None:
+            self._update(*self.decisions[-1], self.immediate)
+            self.immediate = None
+        if (step + 1) % self.episode == 0 and step + 1 < total:
+            perf = _dev_performance(self.run, self.dev, self.kind)
+            reward, self.perf = perf - self.perf, perf
+            self.rewards.append(reward)
+            states, actions = (torch.cat(x) for x in zip(*self.decisions))
+            self._update(states, actions, torch.tensor(self.baseline.advantage(reward)))
+            self.decisions = []
+
+    def _update(self, states: torch.Tensor, actions: torch.Tensor, advantages: torch.Tensor) -> None:
+        self.optimizer.zero_grad()
+        reinforce_loss(self.selector, states, actions, advantages).backward()
+        self.optimizer.step()
 
 
 def _states(features, logits, labels, losses) -> torch.Tensor:
