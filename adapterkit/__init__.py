@@ -9,7 +9,7 @@ nor any optional extra; the first use of a name loads the module that defines it
 """
 from __future__ import annotations
 
-import importlib
+from adapterkit.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -45,14 +45,4 @@ _EXPORTS = {
 __all__ = ["__version__", *_EXPORTS]
 
 
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'adapterkit' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

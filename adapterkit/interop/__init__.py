@@ -5,7 +5,7 @@
 """
 from __future__ import annotations
 
-import importlib
+from adapterkit.lazy import lazy_exports
 
 _EXPORTS = {
     "export_adapterhub": "adapterkit.interop.adapterhub",
@@ -18,8 +18,4 @@ _EXPORTS = {
 __all__ = list(_EXPORTS)
 
 
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'adapterkit.interop' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
