@@ -1,6 +1,6 @@
 """One transfer run's working set, shared by the feature, instance and baseline algorithms.
 
-`setup(spec)` loads the backbone, the domains (common.load_domains: fixed split, few-shot
+`setup(spec)` loads the backbone, the domains (common.load_rows: fixed split, few-shot
 target) and returns a `Run`: adapters are added by name, heads are the run's own linear layers on
 the mean-pooled sentence feature (see encoder.py), and every algorithm reads as "features of
 this batch through these adapters, into this head". Options every algorithm here accepts:
@@ -25,7 +25,7 @@ from adapterkit.config import BottleneckConfig
 from adapterkit.model import add_adapter, adapter_parameters, get_bank, plan_adapter, set_backbone_dropout
 from adapterkit.toolkit.features import adapters_off, eval_mode, in_row_order
 from adapterkit.toolkit.scoring import classification_scores
-from adapterkit.transfer.common import DomainData, load_domains, make_model, steps_for
+from adapterkit.transfer.common import DomainData, load_rows, make_model, steps_for
 from adapterkit.transfer.encoder import Encoder
 from adapterkit.transfer.registry import TransferSpec, resolve_options
 
@@ -157,27 +157,16 @@ _LOADED: dict[tuple, dict[str, DomainData]] = {}  # the last few specs' encoded 
 
 
 def _load_domains(spec: TransferSpec, tokenizer) -> dict[str, DomainData]:
-    """common.load_domains, remembered per process for the last 4 data settings (a benchmark
-    runs every algorithm on the same data; loading and tokenizing dominates small runs)."""
+    """The run's domains or GLUE tasks (common.load_rows; a GLUE task's test split is its dev
+    file), remembered per process for the last 4 data settings (a benchmark runs every
+    algorithm on the same data; loading and tokenizing dominates small runs)."""
     key = (tuple(spec.source), spec.target, spec.target_shots, spec.seed, spec.quick, spec.max_seq_len,
            spec.data_dir, str(spec.model), getattr(tokenizer, "name_or_path", None))
     if key not in _LOADED:
         while len(_LOADED) >= 4:
             _LOADED.pop(next(iter(_LOADED)))
-        _LOADED[key] = _read_domains(spec, tokenizer)
+        _LOADED[key] = {name: load_rows(name, spec, tokenizer) for name in [*spec.source, spec.target]}
     return _LOADED[key]
-
-
-def _read_domains(spec: TransferSpec, tokenizer) -> dict[str, DomainData]:
-    """Amazon domains (and sst2) through common.load_domains; with a GLUE task among the names,
-    every name through meta_tasks (a GLUE task's test split is its dev file)."""
-    from adapterkit.data import DOMAINS
-
-    if all(name in DOMAINS or name == "sst2" for name in [*spec.source, spec.target]):
-        return load_domains(spec, tokenizer)
-    from adapterkit.transfer.meta_tasks import load_meta_tasks
-
-    return {name: DomainData(name, t.train, t.dev, t.test) for name, t in load_meta_tasks(spec, tokenizer).items()}
 
 
 def _prepare(encoder: Encoder, data: DomainData, spec: TransferSpec, opts: dict, is_target: bool) -> DomainData:
