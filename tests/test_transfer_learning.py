@@ -1,7 +1,7 @@
 """Transfer algorithms learn: on three small domains whose label is plain in the words, the
 target-domain test accuracy of every algorithm that reads a mean-pooled feature beats chance by
 far (a learner that does not train, or trains the wrong parameters, stays near 0.5: the control
-test shows it). Not yet covered: the algorithms that read the model's [CLS] head (HEAD_ON_CLS)."""
+test shows it). Not yet covered: see LEARNERS."""
 from __future__ import annotations
 
 import json
@@ -47,14 +47,19 @@ def test_without_learning_the_slice_is_at_chance(separable_domains, tiny_bert_di
     assert run_algorithm("fs", _spec(tiny_bert_dir, "fs", 1e-12))["test"]["accuracy"] <= 0.6
 
 
-# the meta-learners (metaft, metadtl, reptile, fomaml) and metakd read the model's own [CLS]
-# head, which on this random 2-layer backbone stays at chance within a few steps: not covered here
-HEAD_ON_CLS = {"metaft", "metadtl", "reptile", "fomaml", "metakd"}
+# Not covered yet: the meta-learners (metaft, metadtl, reptile, fomaml) and metakd read the
+# model's own [CLS] head, which on this random 2-layer backbone stays at chance within a few
+# steps; fusion, average and merge (source adapters first) have not been run on this slice.
+LEARNERS = ["drss", "drss-adv", "fs", "kd", "mgtl", "mixed", "rtl", "ruder-plank", "sequential", "source-only",
+            "ss", "ss-adv", "target-only"]
 FAST = {"fs", "target-only", "rtl"}  # the rest take ~20 s each on a CPU: slow tier
 
 
-@pytest.mark.parametrize("name", [n if n in FAST else pytest.param(n, marks=pytest.mark.slow)
-                                  for n in sorted(set(ALGORITHMS) - HEAD_ON_CLS)])
+def test_the_covered_learners_are_registered():
+    assert set(LEARNERS) <= set(ALGORITHMS)
+
+
+@pytest.mark.parametrize("name", [n if n in FAST else pytest.param(n, marks=pytest.mark.slow) for n in LEARNERS])
 def test_algorithm_beats_chance_on_separable_domains(name, separable_domains, tiny_bert_dir):
     torch.set_num_threads(1)
     accuracy = run_algorithm(name, _spec(tiny_bert_dir, name, 5e-2))["test"]["accuracy"]
