@@ -305,3 +305,24 @@ def test_early_stopping_and_eval_steps(tmp_path):
     assert metrics["stopped_early"] is True
     assert [h["step"] for h in metrics["epochs"]] == [3, 6, 9]  # best at 3, then 2 evaluations without gain
     assert metrics["best_step"] == 3 and len(calls) == 3
+
+
+def test_parquet_files_are_read_like_csv(tmp_path):
+    """Parquet goes through the same datasets loader, column guessing and label names as CSV."""
+    import pandas as pd
+
+    from adapterkit.tasks.load import DataFiles, task_spec
+    from adapterkit.tasks.registry import get_task_type
+
+    frame = pd.DataFrame({"review": ["good film", "bad film", "great", "awful"], "stars": ["5", "1", "4", "1"]})
+    frame.to_parquet(tmp_path / "r.parquet")
+    frame.to_csv(tmp_path / "r.csv", index=False)
+    kind = get_task_type("classification")
+    read = {}
+    for name in ("r.parquet", "r.csv"):
+        spec = task_spec("classification", DataFiles(train=str(tmp_path / name)))
+        notes = []
+        raw = kind.read(str(tmp_path / name), spec, notes)
+        read[name] = (raw["text_a"], [str(v) for v in raw["label"]], spec.labels)
+        assert any("text column 'review' (guessed" in n for n in notes), notes
+    assert read["r.parquet"] == read["r.csv"]
