@@ -46,6 +46,7 @@ def run(
     option: Annotated[Optional[list[str]], typer.Option("--option", "-o", metavar="KEY=VALUE", help="Algorithm setting KEY=VALUE (JSON value), repeatable.")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="Tiny sizes for a smoke run.")] = False,
     domain_file: Annotated[Optional[list[str]], typer.Option("--domain-file", metavar="FILE", help="Your own labelled domains: a TSV/JSONL file with text, label and domain columns (repeatable); each domain is split 70/10/20 into train/dev/test.")] = None,
+    precision: opt.PrecisionOpt = "fp32",
 ) -> None:
     """Run one transfer algorithm and print its target-domain test metrics."""
     from adapterkit.data import add_domain_file
@@ -57,7 +58,8 @@ def run(
     spec = TransferSpec(source=[s for s in source.split(",") if s], target=target, target_shots=target_shots,
                         model=model, seed=seed, output=output, max_seq_len=max_seq_len, epochs=epochs,
                         batch_size=batch_size, lr=lr, quick=quick, data_dir=data_dir, options=_options(option or []),
-                        **opt.adapter_shape(sharing, bottleneck, reduction_factor))
+                        **opt.adapter_shape(sharing, bottleneck, reduction_factor),
+                        precision=precision)
     result = run_algorithm(algorithm, spec)
     test = result.get("test", {})
     typer.echo(f"{algorithm}: " + "  ".join(f"{k} {v:.4f}" for k, v in test.items()) + f"  ({result['seconds']:.0f} s)")

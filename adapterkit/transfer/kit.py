@@ -108,7 +108,7 @@ class Run:
             return in_row_order(self.encoder.batches(rows, 64, seed=None), fn, len(rows))
 
     def logits(self, rows: list[dict], adapters: list[str], head: str, composition: str = "stack") -> torch.Tensor:
-        return self.over_rows(rows, lambda batch: self.heads[head](self.features(batch, adapters, composition)))
+        return self.over_rows(rows, lambda batch: self.heads[head](self.features(batch, adapters, composition)).float())
 
     def frozen_features(self, rows: list[dict]) -> torch.Tensor:
         """Mean-pooled features of the bare backbone (no adapter active), (N, H)."""
