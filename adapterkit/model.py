@@ -22,9 +22,8 @@ from adapterkit.config import BottleneckConfig
 from adapterkit.errors import AdapterkitError
 from adapterkit.modules import build_adapter
 from adapterkit.sharing import SharingPlan, make_plan
-from adapterkit.sites import Site, find_sites
+from adapterkit.sites import BANK, Site, backbone_modules, backbone_parameters, find_sites
 
-BANK = "adapterkit"
 COMPOSITIONS = ("stack", "parallel")  # built in; adapterkit.compose registers average, split, fusion
 # composition name -> builder(model, bank, names, **options) -> composer(path, h, chain) -> h
 _COMPOSERS: dict[str, Callable] = {}
@@ -167,7 +166,7 @@ class AdapterBank(nn.Module):
 
     def hook_sites(self, model: nn.Module, sites: Iterable[Site]) -> None:
         """One forward hook per site path (idempotent)."""
-        modules = dict(model.named_modules())
+        modules = dict(backbone_modules(model))
         for site in sites:
             self.site_layers[site.path] = site.layer
             if site.path not in self._hooks:
@@ -334,11 +333,7 @@ def head_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
     if base is model:
         return {}
     base_ids = {id(p) for n, p in base.named_parameters() if ".pooler." not in f".{n}"}
-    return {
-        n: p
-        for n, p in model.named_parameters()
-        if id(p) not in base_ids and not n.startswith(f"{BANK}.")
-    }
+    return {n: p for n, p in backbone_parameters(model) if id(p) not in base_ids}
 
 
 def train_adapter(

@@ -9,7 +9,7 @@ backbone). At every site the bank's hook hands the output to the active `RowRout
 applies each row's modules for that site; a row whose adapter has no module at the site (other
 layer set, placement or sharing plan) passes through unchanged.
 
-Formulation (measured in benchmarks/bench_serve_routing.py, see benchmarks/README.md): the
+Formulation (measured in benchmarks/bench_serve_engine.py, see benchmarks/README.md): the
 bottleneck modules of the rows are *gathered* into per-row weight stacks, padded to the largest
 bottleneck in the batch, and applied with two batched GEMMs per site (`torch.baddbmm`, the
 bottleneck counterpart of Punica's SGMV): (B, T, d) x (B, d, m) -> (B, T, m) -> (B, T, d). A
@@ -36,9 +36,10 @@ from torch import nn
 
 from adapterkit.errors import AdapterkitError
 from adapterkit.modules.bottleneck import _ACTIVATIONS, BottleneckAdapter
+from adapterkit.sites import backbone_modules
 
 RowAdapters = Union[str, Sequence[str], None]  # one adapter, a stack, or None (bare backbone)
-FORMULATIONS = ("gather", "group")
+FORMULATIONS = ("gather", "group", "gather-v1")
 
 
 class RowRouter:
@@ -81,12 +82,58 @@ class RowRouter:
             return _apply_grouped(modules, h)
         key = tuple(id(m) for m in modules)
         if key not in self._stacks:
-            self._stacks[key] = _Gathered(modules, h.dtype, h.device)
+            cls = _GatheredV1 if self.formulation == "gather-v1" else _Gathered
+            self._stacks[key] = cls(modules, h.dtype, h.device)
         return self._stacks[key](h)
 
 
 class _Gathered:
-    """Per-row bottleneck weights stacked for two batched GEMMs (one pass per activation)."""
+    """Per-row bottleneck weights stacked for two batched GEMMs (one pass per activation).
+
+    The stacks hold views of the modules' own weights (copied once per batch by torch.stack, not
+    per row: padding only where bottleneck sizes differ), and the per-row scaling multiplies the
+    bottleneck activations z (B, T, m) instead of copying scaled weights. When every row of a pass
+    uses one module (one adapter in the batch, or one adapter per shared site), the module runs
+    as it does unrouted: no stacks at all."""
+
+    def __init__(self, modules: list[BottleneckAdapter | None], dtype, device) -> None:
+        present = [m for m in modules if m is not None]
+        d = present[0].up.out_features
+        m_max = max(m.down.out_features for m in present)
+        self.passes = []
+        for act in sorted({m.activation for m in present}):
+            rows = [m if m is not None and m.activation == act else None for m in modules]
+            if all(m is rows[0] for m in rows):
+                self.passes.append(rows[0])  # the same module on every row
+                continue
+            uniq = list({id(m): m for m in rows if m is not None}.values())
+            zero = torch.zeros(m_max, d, dtype=dtype, device=device)
+            down = {id(m): _pad_rows(m.down.weight, m_max) for m in uniq}  # (m, d)
+            up = {id(m): _pad_cols(m.up.weight, m_max) for m in uniq}  # (d, m)
+            w_down_t = torch.stack([down[id(m)].t() if m is not None else zero.t() for m in rows])  # (B, d, m)
+            w_up_t = torch.stack([up[id(m)].t() if m is not None else zero for m in rows])  # (B, m, d)
+            b_down = torch.stack([_pad(m.down.bias, m_max) if m is not None else zero[:, 0] for m in rows])  # (B, m)
+            b_up = torch.stack([m.scaling * m.up.bias if m is not None else zero[0] for m in rows])  # (B, d)
+            scale = torch.tensor([m.scaling if m is not None else 0.0 for m in rows], dtype=dtype, device=device)
+            self.passes.append((_ACTIVATIONS[act], w_down_t, b_down.unsqueeze(1), w_up_t, b_up.unsqueeze(1),
+                                None if bool((scale == 1).all()) else scale.view(-1, 1, 1)))
+
+    def __call__(self, h: torch.Tensor) -> torch.Tensor:  # (B, T, d) -> (B, T, d)
+        for p in self.passes:
+            if isinstance(p, nn.Module):
+                h = p(h)
+                continue
+            act, w_down_t, b_down, w_up_t, b_up, scale = p
+            z = act(torch.baddbmm(b_down, h, w_down_t))  # (B, T, m); padded units: act(0) = 0
+            if scale is not None:
+                z = z * scale  # s * (z @ W_up^T) = (s * z) @ W_up^T
+            h = torch.baddbmm(h + b_up, z, w_up_t)  # (B, T, d): h + s * (z @ W_up^T + b_up)
+        return h
+
+
+class _GatheredV1:
+    """The first gathered formulation (per-row padded, scaled weight copies), kept only to measure
+    the one above against it (formulation="gather-v1")."""
 
     def __init__(self, modules: list[BottleneckAdapter | None], dtype, device) -> None:
         present = [m for m in modules if m is not None]
@@ -96,18 +143,17 @@ class _Gathered:
         for act in sorted({m.activation for m in present}):
             rows = [m if m is not None and m.activation == act else None for m in modules]
             zero_down, zero_up = torch.zeros(m_max, d, dtype=dtype, device=device), torch.zeros(d, m_max, dtype=dtype, device=device)
-            w_down = torch.stack([_pad_rows(m.down.weight, m_max) if m else zero_down for m in rows])  # (B, m, d)
-            b_down = torch.stack([_pad(m.down.bias, m_max) if m else zero_down[:, 0] for m in rows])  # (B, m)
-            # the up-projection carries the row's scaling, so one GEMM gives s * up(z)
-            w_up = torch.stack([m.scaling * _pad_cols(m.up.weight, m_max) if m else zero_up for m in rows])  # (B, d, m)
-            b_up = torch.stack([m.scaling * m.up.bias if m else zero_up[:, 0] for m in rows])  # (B, d)
+            w_down = torch.stack([_pad_rows(m.down.weight, m_max) if m else zero_down for m in rows])
+            b_down = torch.stack([_pad(m.down.bias, m_max) if m else zero_down[:, 0] for m in rows])
+            w_up = torch.stack([m.scaling * _pad_cols(m.up.weight, m_max) if m else zero_up for m in rows])
+            b_up = torch.stack([m.scaling * m.up.bias if m else zero_up[:, 0] for m in rows])
             self.passes.append((_ACTIVATIONS[act], w_down.transpose(1, 2), b_down.unsqueeze(1),
                                 w_up.transpose(1, 2), b_up.unsqueeze(1)))
 
-    def __call__(self, h: torch.Tensor) -> torch.Tensor:  # (B, T, d) -> (B, T, d)
+    def __call__(self, h: torch.Tensor) -> torch.Tensor:
         for act, w_down_t, b_down, w_up_t, b_up in self.passes:
-            z = act(torch.baddbmm(b_down, h, w_down_t))  # (B, T, m)
-            h = torch.baddbmm(h + b_up, z, w_up_t)  # (B, T, d): h + s * (z @ W_up^T + b_up)
+            z = act(torch.baddbmm(b_down, h, w_down_t))
+            h = torch.baddbmm(h + b_up, z, w_up_t)
         return h
 
 
@@ -208,7 +254,7 @@ def head_template(model: nn.Module) -> tuple[nn.Module, dict[str, str]]:
     sequence output) heads are supported."""
     base = getattr(model, "base_model", None)
     classifier = getattr(model, "classifier", None)
-    paths = {id(m): n for n, m in model.named_modules()}
+    paths = {id(m): n for n, m in backbone_modules(model)}
     if base is not None and getattr(base, "pooler", None) is not None and isinstance(classifier, nn.Linear):
         dropout = getattr(model, "dropout", None) or nn.Identity()
         head = _PoolerHead(base.pooler, dropout, classifier)

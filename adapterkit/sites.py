@@ -30,6 +30,8 @@ from torch import nn
 
 from adapterkit.errors import PlacementError
 
+BANK = "adapterkit"  # the attribute under which adapterkit.model keeps a model's AdapterBank
+
 _ATTN = re.compile(r"attn|attention", re.IGNORECASE)
 _CROSS = re.compile(r"cross|encdec|enc_dec|encoder_attn", re.IGNORECASE)
 _FFN_CONTAINER = re.compile(r"^(mlp|ffn|feed_forward|feedforward|block_sparse_moe|moe)$", re.IGNORECASE)
@@ -54,12 +56,29 @@ class LayerStack:
     layers: tuple[str, ...]
 
 
+def backbone_modules(model: nn.Module):
+    """model.named_modules() without the adapter bank's subtree. Adapters are never sites, and
+    walking a bank of 1,000 resident adapters made every add/load cost O(resident adapters)."""
+    bank = getattr(model, "_modules", {}).get(BANK)
+    return model.named_modules(memo={bank} if bank is not None else None)
+
+
+def backbone_parameters(model: nn.Module):
+    """model.named_parameters() without the adapter bank's (same names and order)."""
+    seen: set[int] = set()
+    for prefix, module in backbone_modules(model):
+        for name, p in module._parameters.items():
+            if p is not None and id(p) not in seen:
+                seen.add(id(p))
+                yield (f"{prefix}.{name}" if prefix else name), p
+
+
 def find_sites(model: nn.Module, targets: dict[str, str] | None = None) -> list[Site]:
     """Every attn and ffn site of every layer, in stack and layer order."""
     targets = targets or {}
     hidden = hidden_size(model)
     stacks = find_layer_stacks(model, targets.get("layers"))
-    modules = dict(model.named_modules())
+    modules = dict(backbone_modules(model))
     sites: list[Site] = []
     for s, stack in enumerate(stacks):
         for i, layer_path in enumerate(stack.layers):
@@ -74,7 +93,7 @@ def find_layer_stacks(model: nn.Module, layers_pattern: str | None = None) -> li
     if layers_pattern:
         return _stacks_from_pattern(model, layers_pattern)
     stacks: list[LayerStack] = []
-    for name, module in model.named_modules():
+    for name, module in backbone_modules(model):
         if not isinstance(module, nn.ModuleList) or len(module) == 0:
             continue
         if any(name.startswith(s.path + ".") for s in stacks):
@@ -109,7 +128,7 @@ def hidden_size(model: nn.Module) -> int | None:
 def _stacks_from_pattern(model: nn.Module, pattern: str) -> list[LayerStack]:
     regex = re.compile(pattern)
     by_parent: dict[str, list[str]] = {}
-    for name, _ in model.named_modules():
+    for name, _ in backbone_modules(model):
         if name and regex.fullmatch(name):
             by_parent.setdefault(name.rpartition(".")[0], []).append(name)
     if not by_parent:

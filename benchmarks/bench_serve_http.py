@@ -4,7 +4,7 @@ and the server's predictions against `adapterkit predict`.
 
     python3 benchmarks/bench_serve_http.py --data /work/shared/data/glue/SST-2/dev.tsv \
         [--adapters 1,64,1000] [--concurrency 1,8,64] [--dists uniform,zipf] [--seconds 6] \
-        [--separate] [--quality cola=RUN_DIR,sst2=RUN_DIR --glue /work/shared/data/glue] [--json out.json]
+        [--separate] [--quality cola=RUN_DIR,sst2=RUN_DIR --glue /work/shared/data/glue [--quality-only]] [--json out.json]
 
 Server: `adapterkit serve` (a subprocess, all-MiniLM-L6-v2) with max(--adapters) names resident,
 each its own copy of a random 3-shared adapter + sst2 head (the weights do not change the cost).
@@ -115,6 +115,12 @@ async def load(urls_for: dict[str, str], names: list[str], weights: list[float] 
             "p99_ms": 1000 * lat[min(len(lat) - 1, int(0.99 * len(lat)))] if lat else None}
 
 
+def warm(url: str, names: list[str], text: str, chunk: int = 64) -> None:
+    for i in range(0, len(names), chunk):
+        body = {"inputs": [{"adapter": n, "text": text} for n in names[i:i + chunk]]}
+        httpx.post(f"{url}/v1/predict", json=body, timeout=600).raise_for_status()
+
+
 def scrape(url: str) -> dict[str, float]:
     from prometheus_client.parser import text_string_to_metric_families
 
@@ -170,6 +176,51 @@ def quality(spec: str, glue: str, max_length: int, out: dict) -> None:
         proc.wait(60)
 
 
+def timing(args, counts: list[int], concs: list[int], texts: list[str], report: dict, tmp: Path) -> None:
+    folder = make_adapter(tmp / "adapter")
+    refs = {f"a{i}": str(folder) for i in range(max(counts))}
+    t0 = time.perf_counter()
+    proc, url = start_server(refs, "--max-wait-ms", args.max_wait_ms, "--max-length", str(args.max_length))
+    warm(url, list(refs), texts[0])  # every adapter resident before any cell is timed
+    server_rss = rss_mb(proc.pid)
+    print(f"server with {len(refs)} adapters ready in {time.perf_counter() - t0:.0f} s, RSS {server_rss:.0f} MB", flush=True)
+    try:
+        for a in counts:
+            for dist in args.dists.split(","):
+                if a == 1 and dist == "zipf":
+                    continue
+                names = list(refs)[:a]
+                weights = zipf_weights(a) if dist == "zipf" else None
+                for c in concs:
+                    before = scrape(url)
+                    cell = asyncio.run(load({n: url for n in names}, names, weights, texts, c, args.seconds))
+                    cell.update(adapters=a, dist=dist, concurrency=c, **where_time_goes(before, scrape(url)))
+                    report["cells"].append(cell)
+                    print(json.dumps(cell), flush=True)
+    finally:
+        proc.terminate()
+        proc.wait(120)
+    report["server_rss_mb"] = server_rss
+    if args.separate:
+        one, one_url = start_server({"a0": str(folder)}, "--max-wait-ms", args.max_wait_ms, "--max-length", str(args.max_length))
+        asyncio.run(load({"a0": one_url}, ["a0"], None, texts, 1, 1))
+        per = rss_mb(one.pid)
+        k = max(1, int(server_rss // per))
+        procs = [(one, one_url)] + [start_server({f"a{i}": str(folder)}, "--max-wait-ms", args.max_wait_ms,
+                                                  "--max-length", str(args.max_length)) for i in range(1, k)]
+        try:
+            urls = {f"a{i}": u for i, (_, u) in enumerate(procs)}
+            for c in concs:
+                cell = asyncio.run(load(urls, list(urls), None, texts, c, args.seconds))
+                cell.update(processes=k, process_rss_mb=per, concurrency=c)
+                report["separate"].append(cell)
+                print("separate", json.dumps(cell), flush=True)
+        finally:
+            for pr, _ in procs:
+                pr.terminate()
+                pr.wait(120)
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--data", required=True)
@@ -180,6 +231,7 @@ def main() -> None:
     p.add_argument("--max-wait-ms", default="5")
     p.add_argument("--separate", action="store_true")
     p.add_argument("--quality")
+    p.add_argument("--quality-only", action="store_true", help="only the --quality check (no timing: no lock needed)")
     p.add_argument("--glue")
     p.add_argument("--max-length", type=int, default=64)
     p.add_argument("--json")
@@ -188,48 +240,9 @@ def main() -> None:
     counts = [int(x) for x in args.adapters.split(",")]
     concs = [int(x) for x in args.concurrency.split(",")]
     report: dict = {"args": vars(args), "cells": [], "separate": [], "quality": {}}
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = make_adapter(Path(tmp) / "adapter")
-        refs = {f"a{i}": str(folder) for i in range(max(counts))}
-        t0 = time.perf_counter()
-        proc, url = start_server(refs, "--max-wait-ms", args.max_wait_ms, "--max-length", str(args.max_length))
-        server_rss = rss_mb(proc.pid)
-        print(f"server with {len(refs)} adapters ready in {time.perf_counter() - t0:.0f} s, RSS {server_rss:.0f} MB", flush=True)
-        try:
-            for a in counts:
-                for dist in args.dists.split(","):
-                    if a == 1 and dist == "zipf":
-                        continue
-                    names = list(refs)[:a]
-                    weights = zipf_weights(a) if dist == "zipf" else None
-                    for c in concs:
-                        before = scrape(url)
-                        cell = asyncio.run(load({n: url for n in names}, names, weights, texts, c, args.seconds))
-                        cell.update(adapters=a, dist=dist, concurrency=c, **where_time_goes(before, scrape(url)))
-                        report["cells"].append(cell)
-                        print(json.dumps(cell), flush=True)
-        finally:
-            proc.terminate()
-            proc.wait(120)
-        report["server_rss_mb"] = server_rss
-        if args.separate:
-            one, one_url = start_server({"a0": str(folder)}, "--max-wait-ms", args.max_wait_ms, "--max-length", str(args.max_length))
-            asyncio.run(load({"a0": one_url}, ["a0"], None, texts, 1, 1))
-            per = rss_mb(one.pid)
-            k = max(1, int(server_rss // per))
-            procs = [(one, one_url)] + [start_server({f"a{i}": str(folder)}, "--max-wait-ms", args.max_wait_ms,
-                                                      "--max-length", str(args.max_length)) for i in range(1, k)]
-            try:
-                urls = {f"a{i}": u for i, (_, u) in enumerate(procs)}
-                for c in concs:
-                    cell = asyncio.run(load(urls, list(urls), None, texts, c, args.seconds))
-                    cell.update(processes=k, process_rss_mb=per, concurrency=c)
-                    report["separate"].append(cell)
-                    print("separate", json.dumps(cell), flush=True)
-            finally:
-                for pr, _ in procs:
-                    pr.terminate()
-                    pr.wait(120)
+    if not args.quality_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            timing(args, counts, concs, texts, report, Path(tmp))
     if args.quality:
         quality(args.quality, args.glue, args.max_length, report["quality"])
     print_tables(report)

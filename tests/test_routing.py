@@ -151,3 +151,13 @@ def test_heads_report_their_sizes_and_errors_are_clear():
         forward_rows(routed, inputs, ["a", None], heads)
     with pytest.raises(AdapterkitError, match="not part of"):
         build_head(routed, {"bert.encoder.layer.0.output.dense.weight": torch.zeros(32, 64)})
+
+
+def test_backbone_walks_skip_the_bank():
+    """Site discovery, hooks and heads walk the backbone only: loading adapter N does not walk N-1 others."""
+    from adapterkit.sites import backbone_modules, backbone_parameters
+
+    routed, _, _ = build_models("bert")
+    names = [n for n, _ in backbone_modules(routed)]
+    assert names and not any(n.startswith("adapterkit") for n in names)
+    assert list(dict(backbone_parameters(routed))) == [n for n, _ in routed.named_parameters() if not n.startswith("adapterkit.")]
