@@ -92,7 +92,7 @@ class ThreadServer:
         self.thread.join(30)
 
 
-def wait_ready(url: str, timeout: float = 120, proc: subprocess.Popen | None = None) -> None:
+def wait_ready(url: str, timeout: float = 300, proc: subprocess.Popen | None = None) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc is not None and proc.poll() is not None:
