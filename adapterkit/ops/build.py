@@ -127,6 +127,20 @@ def _library(folder: Path, name: str) -> Path | None:
     return found[0] if found else None
 
 
+def _ninja_on_path() -> None:
+    """cpp_extension.load runs `ninja` from PATH; a venv used without activating it has the `ninja`
+    package (a dependency) but not its bin folder on PATH, so add the package's own."""
+    import shutil
+
+    if shutil.which("ninja"):
+        return
+    try:
+        import ninja
+    except ImportError:
+        return
+    os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
+
+
 def build_and_load(kind: str) -> dict:
     """Load the `kind` ("cpu" or "cuda") kernel from the cache, compiling it first if needed.
 
@@ -153,6 +167,7 @@ def build_and_load(kind: str) -> dict:
         print(f"adapterkit: compiling the RSA attention kernel for {kind} (first use, once per torch version and machine; a few minutes) "
               f"into {folder}", file=sys.stderr, flush=True)
         start = time.perf_counter()
+        _ninja_on_path()
         try:
             cpp_extension.load(name=name, sources=[str(CSRC / s) for s in sources], extra_cflags=cxx,
                                extra_cuda_cflags=CUDA_FLAGS["nvcc"] if kind == "cuda" else None,
