@@ -21,7 +21,7 @@ def _setup_module():
     return module
 
 
-def _run(code: str, timeout: float = 120, **env) -> subprocess.CompletedProcess:
+def _run(code: str, timeout: float = 600, **env) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                           env={**os.environ, **env}, timeout=timeout)
 
@@ -145,7 +145,7 @@ print(json.dumps({"status": kernel_status(), "calls": calls, "err": err}))
 """
 
 
-def _first_use(cache: Path, timeout: float = 120, **env) -> tuple[dict, str]:
+def _first_use(cache: Path, timeout: float = 600, **env) -> tuple[dict, str]:
     done = _run(FIRST_USE, timeout, ADAPTERKIT_KERNEL_CACHE=str(cache),
                 PREBUILT=str(PREBUILT[0]) if PREBUILT else "", **env)
     assert done.returncode == 0, done.stderr
@@ -174,7 +174,7 @@ def test_first_use_build_lock_lets_one_process_compile(tmp_path, monkeypatch):
            "FAKE_COMPILE": "3"}
     procs = [subprocess.Popen([sys.executable, "-c", FIRST_USE], cwd=ROOT, env=env, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
-    results = [json.loads(p.communicate(timeout=180)[0].splitlines()[-1]) for p in procs]
+    results = [json.loads(p.communicate(timeout=600)[0].splitlines()[-1]) for p in procs]
     assert sorted(len(r["calls"]) for r in results) == [0, 1]
     assert all(r["status"]["cpu"] and r["err"] < 1e-5 for r in results)
 

@@ -148,7 +148,6 @@ def build_and_load(kind: str) -> dict:
     BuildError with a one-line reason when compiling is impossible or fails.
     """
     import torch
-    from torch.utils import cpp_extension
 
     if kind == "cpu":
         cxx, link = cpu_flags(torch.__config__.parallel_info())
@@ -163,6 +162,8 @@ def build_and_load(kind: str) -> dict:
         if library is not None:
             torch.ops.load_library(str(library))
             return {"path": str(library), "compiled_s": None}
+        from torch.utils import cpp_extension  # a slow import: only where there is something to compile
+
         folder.mkdir(parents=True, exist_ok=True)
         print(f"adapterkit: compiling the RSA attention kernel for {kind} (first use, once per torch version and machine; a few minutes) "
               f"into {folder}", file=sys.stderr, flush=True)
