@@ -172,8 +172,8 @@ def _first_line(error: BaseException) -> str:
 
 def check_positions(model, max_seq_len: int, flag: str = "--max-seq-len") -> None:
     """Refuse a max_seq_len longer than the model has position embeddings for (inputs that long
-    would fail inside the model)."""
-    positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    would fail inside the model). `model`: a model or its config."""
+    positions = getattr(getattr(model, "config", model), "max_position_embeddings", None)
     if isinstance(positions, int) and max_seq_len > positions:
         raise AdapterkitError(f"{flag} {max_seq_len} is longer than the model's {positions} positions; "
                               f"use at most {positions}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import itertools
 import json
 import os
 import shutil
@@ -261,7 +262,150 @@ def cases(f: dict, tmp: Path) -> list[tuple[str, list]]:
     c.append(("multitask info missing", ["multitask", "info", "--model", tmp / "nope"]))
     c.append(("multitask info binary", ["multitask", "info", "--model", binary]))
     c.append(("multitask predict missing model", ["multitask", "predict", "--model", tmp / "nope", "--input", inputs, "--output", out() / "p.jsonl"]))
+    c += multitask_cases(T, G, R, tmp, out)
+    c += serve_cases(T, tmp, binary, empty_dir)
+    c += task_type_cases(T, tmp, binary, deep, out)
     return c
+
+
+def multitask_cases(T, G, R, tmp: Path, out) -> list[tuple[str, list]]:
+    build = ["multitask", "build", "--tasks", "rte", "--model", T, "--data-dir", G, "--train-limit", 8, "--epochs", 1,
+             "--kd-epochs", 1, "--batch-size", 8, "--max-seq-len", 32]
+    c = []
+    for flag, v in (("--tasks", ""), ("--tasks", "bogus"), ("--tasks", "rte,rte"), ("--budget", "bogus"), ("--c", "nan"),
+                    ("--c", "inf"), ("--n-min", "0"), ("--n-max", "0"), ("--epochs", "0"), ("--kd-epochs", "0"),
+                    ("--lr", "nan"), ("--lr", "0"), ("--kd-lr", "inf"), ("--batch-size", "0"), ("--max-seq-len", "0"),
+                    ("--max-seq-len", "100000"), ("--train-limit", "0"), ("--adapter-bottleneck", "0"), ("--branch-layer", "-1")):
+        args = list(build)
+        if flag in args:
+            args[args.index(flag) + 1] = v
+        else:
+            args += [flag, v]
+        c.append((f"multitask build {flag} {v}", args + ["--output", out()]))
+    c.append(("multitask build --n-min > --n-max", build + ["--n-min", 4, "--n-max", 2, "--output", out()]))
+    c.append(("multitask build --output == model", build + ["--output", T]))
+    c.append(("multitask build --output under a file", build + ["--output", tmp / "a-file.txt" / "x"]))
+    for cmd in (["add", "--task", "rte"], ["remove", "--task", "rte"], ["info"]):
+        for label, folder in (("a run folder", R), ("an empty folder", tmp / "empty-dir"), ("a binary file", tmp / "binary.bin")):
+            c.append((f"multitask {cmd[0]} on {label}", ["multitask", *cmd, "--model", folder]))
+    return c
+
+
+def serve_cases(T, tmp: Path, binary: Path, empty_dir: Path) -> list[tuple[str, list]]:
+    serve = ["serve", "--model", tmp / "no-model"]
+    c = []
+    for flag, v in (("--port", "0"), ("--port", "70000"), ("--max-batch-size", "0"), ("--max-queue", "0"),
+                    ("--max-wait-ms", "nan"), ("--max-wait-ms", "inf"), ("--max-wait-ms", "-1"), ("--max-adapters", "0"),
+                    ("--max-memory-mb", "0"), ("--max-memory-mb", "nan"), ("--max-length", "1"), ("--threads", "0"),
+                    ("--replicas", "0"), ("--engine", "bogus"), ("--adapter", "noequals"), ("--adapter", "=x"),
+                    ("--token-file", binary), ("--token-file", empty_dir), ("--token-file", tmp / "nope")):
+        c.append((f"serve {flag} {v}", serve + [flag, v]))
+    c.append(("serve --adapter twice", serve + ["--adapter", "a=x", "--adapter", "a=y"]))
+    c.append(("serve --model empty folder", ["serve", "--model", empty_dir]))
+    c.append(("serve --max-length beyond positions", ["serve", "--model", T, "--max-length", 100000]))
+    c.append(("serve --adapter missing folder", ["serve", "--model", T, "--adapter", f"a={tmp / 'nope'}", "--port", 1]))
+    c.append(("serve --adapter corrupt folder", ["serve", "--model", T, "--adapter", f"a={tmp / 'run-adapterkit_config.json-binary'}", "--port", 1]))
+    return c
+
+
+def task_type_cases(T, tmp: Path, binary: Path, deep: Path, out) -> list[tuple[str, list]]:
+    """Task types (train --task-type with data files), when this build has them."""
+    import typer.main
+
+    from adapterkit.cli import _register_all, app
+
+    _register_all()
+    train_params = {o for p in typer.main.get_command(app).commands["train"].params for o in p.opts}
+    if "--task-type" not in train_params:
+        return []
+    from adapterkit.tasks.registry import task_type_names
+
+    good = tmp / "tt-train.jsonl"
+    good.write_text("".join(json.dumps({"text": f"a b {i}", "label": "x" if i % 2 else "y"}) + "\n" for i in range(8)))
+    c = []
+    for name in task_type_names():
+        base = ["train", "--task-type", name, "--model", T, "--max-steps", 1, "--batch-size", 4, "--max-seq-len", 32,
+                "--bottleneck", 4, "--quiet"]
+        for label, data in (("binary", binary), ("deep", deep), ("missing", tmp / "nope.jsonl"), ("folder", tmp / "empty-dir")):
+            c.append((f"train --task-type {name} --train-file {label}", base + ["--train-file", data, "--output", out()]))
+        c.append((f"train --task-type {name} wrong columns", base + ["--train-file", good, "--output", out()]))
+    c.append(("train --task-type bogus", ["train", "--task-type", "bogus", "--model", T, "--train-file", good, "--output", out()]))
+    return c
+
+
+# -- the hub server on loopback ---------------------------------------------------------------
+HUB_LIMIT = 4 << 20  # upload limit of the swept server: above the tokenizer files of a run
+
+
+def hub_server_outcomes(R: Path, tmp: Path) -> list[dict]:
+    """A live `adapterkit hub serve` (a subprocess on 127.0.0.1) probed over HTTP and through the
+    CLI: every bad request gets a 4xx (never a 500 or a traceback in the server's log)."""
+    import hashlib
+
+    import httpx
+
+    from tests.test_hub_support import TOKEN, HubServer
+
+    token_file = tmp / "hub-token"
+    token_file.write_text(TOKEN + "\n")
+    server = HubServer(tmp / "served-hub", token_file, limit_bytes=HUB_LIMIT)
+    results = []
+    try:
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        ok_push = run(["push", R, "team/good", "--hub", server.url, "--token", TOKEN])
+        assert ok_push["code"] == 0, ok_push
+        for name, argv in (("push no token", ["push", R, "team/x", "--hub", server.url]),
+                           ("push wrong token", ["push", R, "team/x", "--hub", server.url, "--token", "wrong"]),
+                           ("pull missing repo", ["pull", "team/nope", tmp / "http-pull-1", "--hub", server.url]),
+                           ("pull missing tag", ["pull", "team/good:nope", tmp / "http-pull-2", "--hub", server.url]),
+                           ("pull dest under a file", ["pull", "team/good", tmp / "a-file.txt" / "x", "--hub", server.url]),
+                           ("hub show missing", ["hub", "show", "team/nope", "--hub", server.url]),
+                           ("hub tag without token", ["hub", "tag", "team/good:latest", "x", "--hub", server.url]),
+                           ("push to a closed port", ["push", R, "team/x", "--hub", "http://127.0.0.1:9", "--token", TOKEN]),
+                           ("hub list at a closed port", ["hub", "list", "--hub", "http://127.0.0.1:9"])):
+            results.append({"case": f"hub http: {name}", **run(argv)})
+
+        def probe(name, method, path, expect=range(400, 500), **kw):
+            try:
+                r = httpx.request(method, f"{server.url}/api/v1{path}", timeout=30, trust_env=False, **kw)
+                outcome = {"code": r.status_code, "ok": r.status_code in expect, "stderr": r.text[:300]}
+            except httpx.HTTPError as e:
+                outcome = {"code": "connection", "ok": False, "stderr": str(e)[:300]}
+            results.append({"case": f"hub http: {name}", "args": [method, path], **outcome})
+
+        def upload(data: bytes) -> tuple[str, dict]:
+            up = httpx.post(f"{server.url}/api/v1/uploads", headers=auth, trust_env=False).json()["upload"]
+            sha = hashlib.sha256(data).hexdigest()
+            httpx.put(f"{server.url}/api/v1/uploads/{up}/{sha}", content=data, headers=auth, trust_env=False)
+            return up, {"path": "adapterkit_weights.safetensors", "sha256": sha, "size": len(data)}
+
+        good_w = (R / "adapterkit_weights.safetensors").read_bytes()
+        for label, data in safetensors_variants(good_w).items():
+            up, entry = upload(data)
+            probe(f"commit corrupt weights {label}", "POST", "/repos/team/bad/versions", headers=auth,
+                  json={"upload": up, "files": [entry], "tags": ["t"]})
+        for label, body in (("deep", b"[" * 100_000), ("nan", b'{"upload": NaN}'), ("list", b"[]"), ("binary", b"\xff\xfe"),
+                            ("empty", b""), ("wrong types", b'{"upload": 3, "files": "x"}')):
+            probe(f"commit body {label}", "POST", "/repos/team/bad/versions", headers={**auth, "Content-Type": "application/json"}, content=body)
+            probe(f"commit body {label} unauthenticated", "POST", "/repos/team/bad/versions",
+                  headers={"Content-Type": "application/json"}, content=body, expect=(401,))
+            probe(f"tag body {label}", "PUT", "/repos/team/good/tags/x", headers={**auth, "Content-Type": "application/json"}, content=body)
+        for label, path in (("bad repo", "/repos/..%2f..%2fetc/passwd"), ("bad tag", "/repos/team/good/tags/bad%20tag"),
+                            ("bad blob", "/blobs/zz"), ("missing version", "/repos/team/good/versions/" + "0" * 64),
+                            ("missing blob", "/blobs/" + "0" * 64)):
+            probe(f"GET {label}", "GET", path)
+        probe("upload over the limit", "PUT", "/uploads/x/" + "0" * 64, headers=auth, content=b"\0" * (HUB_LIMIT + 1))
+        probe("upload with a wrong hash", "PUT", f"/uploads/{upload(b'x')[0]}/" + "0" * 64, headers=auth, content=b"y")
+    finally:
+        server.stop()
+    log = server.proc.stdout.read().decode(errors="replace") if server.proc.stdout else ""
+    results.append({"case": "hub http: server log has no traceback", "code": 0, "ok": "Traceback" not in log,
+                    "stderr": log[-400:]})
+    return results
+
+
+def _later(fn, *args):
+    yield from fn(*args)  # run after the CLI cases
 
 
 def main() -> None:
@@ -273,14 +417,16 @@ def main() -> None:
         tmp = Path(tmp)
         f = fixtures(tmp)
         results = []
-        for name, argv in cases(f, tmp):
-            if args.only and args.only not in name:
+        outcomes = ({"case": name, **run(argv)} for name, argv in cases(f, tmp) if not args.only or args.only in name)
+        if not args.only or "hub http" in args.only:
+            outcomes = itertools.chain(outcomes, _later(hub_server_outcomes, f["run"], tmp))
+        for outcome in outcomes:
+            if args.only and args.only not in outcome["case"]:
                 continue
-            outcome = {"case": name, **run(argv)}
             results.append(outcome)
             if not outcome["ok"]:
                 detail = outcome.get("exception") or outcome["stderr"].splitlines()[-1:] or ""
-                print(f"FAIL {name}: exit {outcome['code']}: {detail}", flush=True)
+                print(f"FAIL {outcome['case']}: exit {outcome['code']}: {detail}", flush=True)
         bad = [r for r in results if not r["ok"]]
         print(f"{len(results)} cases, {len(results) - len(bad)} refused cleanly, {len(bad)} not")
         if args.json:

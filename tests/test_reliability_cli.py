@@ -219,3 +219,49 @@ def test_serve_refuses_bad_token_files_and_a_max_length_beyond_the_positions(cap
     refused(capsys, "serve", "--model", tiny_bert_dir, "--token-file", binary, match="not UTF-8")
     refused(capsys, "serve", "--model", tiny_bert_dir, "--token-file", tmp_path, match="is a folder")
     refused(capsys, "serve", "--model", tiny_bert_dir, "--max-length", "4096", match="longer than the model's 128 positions")
+
+
+@pytest.mark.parametrize("label, data", [("binary", b"\xff\xfe"), ("deep", b"[" * 100_000), ("list", b"[]"),
+                                         ("values", b'{"latest": 1}'), ("cut", b'{"latest": "ab')])
+def test_corrupt_folder_hub_tags_and_cards_are_one_line(capsys, run_dir, tmp_path, label, data):
+    hub = tmp_path / "hub"
+    code, err = cli(capsys, "push", run_dir, "team/a", "--hub", hub)
+    assert code == 0, err
+    repo = hub / "repos" / "team" / "a"
+    (repo / "tags.json").write_bytes(data)
+    for args in (["hub", "list"], ["hub", "show", "team/a"], ["pull", "team/a", tmp_path / "p1"]):
+        refused(capsys, *args, "--hub", hub, match="corrupt")
+    assert not (tmp_path / "p1").exists()
+    if label == "values":
+        return  # an object: a (meaningless) card, shown as it is
+    (repo / "tags.json").write_text('{"latest": "%s"}' % next((repo / "versions").glob("*.json")).stem)
+    for card in (repo / "versions").glob("*.json"):
+        card.write_bytes(data)
+    refused(capsys, "hub", "show", "team/a", "--hub", hub, match="corrupt")
+
+
+@pytest.mark.parametrize("targets", [{"layers": "(("}, {"attn": "[a-"}, {"ffn": "*x"}])
+def test_a_bad_targets_regex_is_one_clear_error(targets):
+    import adapterkit as ak
+    from adapterkit.errors import AdapterkitError
+
+    with pytest.raises(AdapterkitError, match="targets"):
+        ak.BottleneckConfig(bottleneck_dim=4, targets=targets)
+
+
+@pytest.mark.parametrize("flag, value, match", [
+    ("--c", "nan", "c must be"), ("--c", "inf", "c must be"), ("--epochs", "0", "epochs"), ("--kd-epochs", "0", "kd_epochs"),
+    ("--lr", "nan", "lr"), ("--lr", "0", "lr"), ("--kd-lr", "inf", "kd_lr"), ("--batch-size", "0", "batch_size"),
+    ("--max-seq-len", "0", "max_seq_len"), ("--train-limit", "0", "train_limit"), ("--adapter-bottleneck", "0", "--adapter-bottleneck"),
+    ("--branch-layer", "-1", "branch_layer"), ("--n-min", "0", "n_min"),
+])
+def test_multitask_build_refuses_bad_values_before_any_work(capsys, tmp_path, flag, value, match):
+    args = ["multitask", "build", "--tasks", "rte", "--model", tmp_path / "no-model", "--output", tmp_path / "out", flag, value]
+    refused(capsys, *args, match=match)
+    assert not (tmp_path / "out").exists()
+
+
+def test_multitask_build_refuses_a_max_seq_len_beyond_the_positions(capsys, tiny_bert_dir, glue_dir, tmp_path):
+    args = ["multitask", "build", "--tasks", "rte", "--model", tiny_bert_dir, "--data-dir", glue_dir, "--max-seq-len", "4096",
+            "--output", tmp_path / "out"]
+    refused(capsys, *args, match="longer than the model's 128 positions")

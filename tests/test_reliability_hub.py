@@ -131,3 +131,13 @@ def test_a_held_repository_lock_times_out_naming_the_lock(tmp_path, monkeypatch)
         holder.kill()
         holder.wait()
     store.set_tag("team/locked", "v2", store.tags("team/locked")["latest"])  # free again
+
+
+@pytest.mark.parametrize("body", [b'{"upload": NaN}', b'{"upload": "x", "files": [{"path": "a", "sha256": "0", "size": Infinity}]}',
+                                  b'{"upload": 3, "files": "x"}', b"[]", b'"x"', b"\xff\xfe", b""])
+@pytest.mark.parametrize("route", ["POST /repos/team/acc/versions", "PUT /repos/team/acc/tags/x"])
+def test_malformed_request_bodies_are_4xx_never_500(api, body, route):
+    method, path = route.split()
+    r = api.request(method, path, content=body, headers={**AUTH, "Content-Type": "application/json"})
+    assert 400 <= r.status_code < 500, (r.status_code, r.text)
+    assert isinstance(r.json()["detail"], str)

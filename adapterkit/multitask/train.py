@@ -75,6 +75,23 @@ class MultiTaskConfig:
         if not self.tasks:
             raise AdapterkitError("give at least one task")
         check_precision(self.precision)
+        from adapterkit.config import check_number
+
+        for name in ("epochs", "kd_epochs", "batch_size"):
+            check_number(name, getattr(self, name), minimum=1, integer=True)
+        check_number("max_seq_len", self.max_seq_len, minimum=2, integer=True)
+        for name in ("lr", "kd_lr", "temperature"):
+            check_number(name, getattr(self, name), above=0.0)
+        check_number("alpha", self.alpha, minimum=0.0, maximum=1.0)
+        check_number("c", self.c)
+        if self.train_limit is not None:
+            check_number("train_limit", self.train_limit, minimum=1, integer=True)
+        if self.branch_layer is not None:
+            check_number("branch_layer", self.branch_layer, minimum=0, integer=True)
+        if self.adapter is not None:
+            from adapterkit.config import BottleneckConfig
+
+            BottleneckConfig(**self.adapter)  # refuses a bad width now, not after the search
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -344,6 +361,7 @@ def add_task(merged: MultiTaskModel, name: str, cfg: MultiTaskConfig, replace: b
 
     if name in merged.branches and not replace:
         raise AdapterkitError(f"task {name!r} is already in the model; pass replace=True (--replace) to update it")
+    backbone.check_positions(backbone.load_config(cfg.model), cfg.max_seq_len)
     tokenizer = backbone.load_tokenizer(cfg.model)
     result = (fit_adapter_task if cfg.budget == "adapter" else fit_task)(name, cfg, tokenizer, log)
     cand = result.pick(cfg.budget, cfg.c)
@@ -359,6 +377,7 @@ def build_multitask(cfg: MultiTaskConfig, log=print) -> tuple[MultiTaskModel, li
     """Run the whole pipeline for `cfg.tasks`; returns (merged model, per-task results, tokenizer)."""
     from adapterkit import backbone
 
+    backbone.check_positions(backbone.load_config(cfg.model), cfg.max_seq_len)
     tokenizer = backbone.load_tokenizer(cfg.model)
     fit = fit_adapter_task if cfg.budget == "adapter" else fit_task
     results = [fit(name, cfg, tokenizer, log) for name in cfg.tasks]

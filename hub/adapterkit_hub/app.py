@@ -10,6 +10,7 @@ import hmac
 from pathlib import Path
 
 from fastapi import Depends, FastAPI, Header, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel
 from starlette.requests import ClientDisconnect
@@ -126,6 +127,13 @@ def create_app(root: str | Path, tokens: list[str] | None = None,
             raise Unauthorized("missing or invalid token: writes need `Authorization: Bearer <token>`")
 
     app.add_middleware(AuthenticateWrites, check=writer)  # outermost: runs before the body limit
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's default answer echoes the input, which fails for NaN (a 500): name the fields only
+        problems = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', 'invalid')}"
+                             for e in exc.errors()[:10])
+        return JSONResponse({"error": "InvalidRequest", "detail": f"invalid request: {problems}"[:2000]}, 422)
 
     @app.exception_handler(RecursionError)
     async def too_deep(request: Request, exc: RecursionError) -> JSONResponse:
