@@ -265,6 +265,48 @@ def cases(f: dict, tmp: Path) -> list[tuple[str, list]]:
     c += multitask_cases(T, G, R, tmp, out)
     c += serve_cases(T, tmp, binary, empty_dir)
     c += task_type_cases(T, tmp, binary, deep, out)
+    c += compose_cases(T, G, R, tmp, out)
+    return c
+
+
+def compose_cases(T, G, R, tmp: Path, out) -> list[tuple[str, list]]:
+    """`fuse` and `merge` (combining saved adapters), when this build has them."""
+    from adapterkit.cli import _register_all, app
+
+    _register_all()
+    names = {c.name for c in app.registered_commands}
+    if "fuse" not in names:
+        return []
+    both = f"{R},{R}"
+    fuse = ["fuse", "--adapters", both, "--task", "rte", "--model", T, "--data-dir", G, "--max-steps", 1, "--batch-size", 4,
+            "--max-seq-len", 32, "--quiet"]
+    c = []
+    for flag, v in (("--composition", "bogus"), ("--fusion-sharing", "0"), ("--temperature", "0"), ("--temperature", "nan"),
+                    ("--weights", "x,y"), ("--weights", "nan,1"), ("--splits", "x"), ("--splits", "-5"), ("--epochs", "0"),
+                    ("--lr", "inf"), ("--batch-size", "0"), ("--max-seq-len", "0"), ("--drop-layers", "-1"),
+                    ("--drop-layers", "99"), ("--adapters", ""), ("--adapters", str(tmp / "nope")),
+                    ("--adapters", str(tmp / "binary.bin")), ("--task", "bogus")):
+        args = list(fuse)
+        if flag in args:
+            args[args.index(flag) + 1] = v
+        else:
+            args += [flag, v]
+        c.append((f"fuse {flag} {v}", args + ["--output", out()]))
+    c.append(("fuse --composition average --weights 1", fuse + ["--composition", "average", "--weights", "1", "--output", out()]))
+    c.append(("fuse --output under a file", fuse + ["--output", tmp / "a-file.txt" / "x"]))
+    merge = ["merge", "--adapters", both, "--model", T]
+    for flag, v in (("--method", "bogus"), ("--weights", "x"), ("--weights", "nan,1"), ("--weights", "1"), ("--density", "nan"),
+                    ("--density", "2"), ("--density", "0"), ("--drop", "1"), ("--drop", "-0.5"), ("--drop", "nan"),
+                    ("--adapters", ""), ("--adapters", str(tmp / "nope")), ("--adapters", str(tmp / "binary.bin")),
+                    ("--adapters", f"{R},{tmp / 'run-adapterkit_config.json-binary'}"), ("--name", "bad name/..")):
+        args = list(merge)
+        if flag in args:
+            args[args.index(flag) + 1] = v
+        else:
+            args += [flag, v]
+        c.append((f"merge {flag} {v}", args + ["--output", out()]))
+    c.append(("merge --output == an input", merge + ["--output", R]))
+    c.append(("merge --output under a file", merge + ["--output", tmp / "a-file.txt" / "x"]))
     return c
 
 

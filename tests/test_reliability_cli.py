@@ -265,3 +265,18 @@ def test_multitask_build_refuses_a_max_seq_len_beyond_the_positions(capsys, tiny
     args = ["multitask", "build", "--tasks", "rte", "--model", tiny_bert_dir, "--data-dir", glue_dir, "--max-seq-len", "4096",
             "--output", tmp_path / "out"]
     refused(capsys, *args, match="longer than the model's 128 positions")
+
+
+@pytest.mark.parametrize("args, match", [
+    (["fuse", "--task", "rte", "--composition", "average", "--weights", "x,y"], "'x' is not a number"),
+    (["fuse", "--task", "rte", "--composition", "average", "--weights", "nan,1"], "finite"),
+    (["fuse", "--task", "rte", "--weights", "1,2"], "--weights is for --composition average"),
+    (["fuse", "--task", "rte", "--composition", "split", "--splits", "-5"], "--splits must be >= 1"),
+    (["fuse", "--task", "rte", "--drop-layers", "-1"], "--drop-layers"),
+    (["merge", "--output", "OUT", "--weights", "x"], "'x' is not a number"),
+    (["merge", "--output", "OUT", "--weights", "nan,1"], "finite"),
+])
+def test_fuse_and_merge_refuse_bad_numbers_before_loading(capsys, tmp_path, args, match):
+    args = [tmp_path / "out" if a == "OUT" else a for a in args]
+    refused(capsys, *args, "--adapters", f"{tmp_path / 'a'},{tmp_path / 'b'}", "--model", tmp_path / "no-model", match=match)
+    assert not (tmp_path / "out").exists()

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from adapterkit.cli import options as opt
+from adapterkit.errors import AdapterkitError
 
 
 def register(app: typer.Typer) -> None:
@@ -42,13 +43,17 @@ def fuse(
     """Train a combination of saved adapters on a task: only the fusion layers (or nothing) and a
     new head train; the adapters stay frozen. `adapterkit eval --adapter OUTPUT` scores it."""
     from adapterkit.cli.train import _print_summary
-    from adapterkit.config import parse_sharing
+    from adapterkit.config import check_number, parse_sharing
     from adapterkit.training import TrainConfig, train as run_training
 
+    for flag, value, wanted in (("--weights", weights, "average"), ("--splits", splits, "split")):
+        if value and composition != wanted:
+            raise AdapterkitError(f"{flag} is for --composition {wanted}, not {composition!r}")
+    check_number("--drop-layers", drop_layers, minimum=0, integer=True)
     combine = {"adapters": _list(adapters), "composition": composition,
                "fusion": {"sharing": parse_sharing(fusion_sharing), "temperature": temperature},
-               "weights": [float(w) for w in _list(weights)] if weights else None,
-               "splits": [int(s) for s in _list(splits)] if splits else None, "segments": segments}
+               "weights": _numbers(weights, "--weights") if weights else None,
+               "splits": _numbers(splits, "--splits", integer=True) if splits else None, "segments": segments}
     cfg = TrainConfig(task=task, model=model, epochs=epochs, max_steps=max_steps, lr=lr, batch_size=batch_size,
                       max_seq_len=max_seq_len, seed=seed, data_dir=data_dir,
                       output=output or f"runs/{task}-{composition}-s{seed}", combine=combine, drop_layers=drop_layers)
@@ -78,16 +83,32 @@ def merge(
     from adapterkit.io import read_manifest, save_adapter
 
     sources = _list(adapters)
+    if weights:
+        _numbers(weights, "--weights")  # before the model is loaded
     check_output(output, overwrite, inputs=[s for s in sources if not s.startswith("hub:")], folder=True)
     base = model
     if base is None and not sources[0].startswith("hub:"):
         base = read_manifest(Path(sources[0]))["base_model"].get("name_or_path")
     net = backbone.load_model(base)
     names = load_sources(net, sources)
-    merge_adapters(net, names, name, weights=[float(w) for w in _list(weights)] if weights else None,
+    merge_adapters(net, names, name, weights=_numbers(weights, "--weights") if weights else None,
                    method=method, density=density, drop=drop, seed=seed)
     save_adapter(net, name, output, include_head=False)
     typer.echo(f"merged {', '.join(names)} ({method}) into {output}")
+
+
+def _numbers(text: str, flag: str, integer: bool = False) -> list:
+    """Comma-separated finite numbers (integers >= 1 when `integer`); anything else one clear error."""
+    from adapterkit.config import check_number
+
+    out = []
+    for part in _list(text):
+        try:
+            value = int(part) if integer else float(part)
+        except ValueError:
+            raise AdapterkitError(f"{flag}: {part!r} is not a number") from None
+        out.append(check_number(flag, value, minimum=1 if integer else None, integer=integer))
+    return out
 
 
 def _list(text: str | None) -> list[str]:
