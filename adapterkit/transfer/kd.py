@@ -43,7 +43,7 @@ class KDConfig:
     max_steps: int | None = None
     lr: float = 1e-4
     batch_size: int = 32
-    seed: int = 0
+    seed: int = 42  # as every CLI command
     warmup_ratio: float = 0.1
     train: str = "all"
     precision: str = "fp32"  # distill_run / metakd_run run under this autocast (adapterkit.precision)
@@ -147,7 +147,7 @@ class TrainConfig:
     max_steps: int | None = None
     lr: float = 5e-5
     batch_size: int = 32
-    seed: int = 0
+    seed: int = 42  # as every CLI command
     warmup_ratio: float = 0.1
     mode: str = "full"
     adapter: str | None = None

@@ -36,7 +36,7 @@ class TransferSpec:
     target: str
     target_shots: int | None = None  # None: the whole target train split
     model: str | None = None  # default: bundled all-MiniLM-L6-v2
-    seed: int = 0
+    seed: int = 42  # as every CLI command
     output: str | None = None
     max_seq_len: int = 128
     batch_size: int = 16
