@@ -19,6 +19,8 @@ sees one dtype. Both choices are saved in run_config.json and reused by eval/pre
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 from dataclasses import dataclass
 
 from adapterkit.errors import AdapterkitError
@@ -144,6 +146,29 @@ def resolve(precision: str = "fp32", device_type: str = "cpu", backbone_dtype: s
         raise AdapterkitError(f"--precision {precision}: {why}; use --precision fp32")
     note(f"note: --precision {precision} requested, but {why}: running in fp32")
     return Precision("fp32", device_type, "fp32")
+
+
+def autocast_for(precision: str = "fp32", device_type: str = "cpu", training: bool = True, note=print):
+    """The autocast context of a command that runs on `device_type`: `resolve`d first, so an
+    unsupported precision is refused (training) or replaced by fp32 with a note (inference)."""
+    return resolve(precision, device_type, training=training, note=note).autocast()
+
+
+def under_precision(config_arg: str):
+    """Decorator: run the function under the autocast of its argument `config_arg`'s `.precision`
+    (a dataclass config: TransferSpec, KDConfig, MultiTaskConfig), on CPU, for training."""
+    def decorate(fn):
+        signature = inspect.signature(fn)
+
+        @functools.wraps(fn)
+        def run(*args, **kwargs):
+            config = signature.bind(*args, **kwargs).arguments[config_arg]
+            with autocast_for(getattr(config, "precision", "fp32")):
+                return fn(*args, **kwargs)
+
+        return run
+
+    return decorate
 
 
 def model_device_type(model) -> str:

@@ -43,6 +43,7 @@ def distill(
     data_dir: Annotated[Optional[str], typer.Option("--data-dir", help="GLUE folder (or Amazon folder for metakd).")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 42,
     overwrite: opt.OverwriteOpt = False,
+    precision: opt.PrecisionOpt = "fp32",
 ) -> None:
     """Distil a teacher into a student with the teacher's bottom --student-layers layers."""
     from adapterkit.errors import AdapterkitError
@@ -55,7 +56,7 @@ def distill(
     check_output(output, overwrite, inputs=[teacher] if teacher else [], folder=True)
     cfg = KDConfig(method=method, temperature=temperature if temperature is not None else (1.0 if method in ("tinybert", "metakd") else 2.0),
                    alpha=alpha, beta=beta, layer_map=_layer_map(layer_map), epochs=epochs, lr=lr,
-                   batch_size=batch_size, seed=seed)
+                   batch_size=batch_size, seed=seed, precision=precision)
     if method == "metakd":
         from adapterkit.transfer.distill import metakd_run
 

@@ -37,14 +37,14 @@ def register(app: typer.Typer) -> None:
 
 
 def _config(tasks: list[str], model, budget, c, n_min, n_max, epochs, kd_epochs, lr, kd_lr, batch_size, max_seq_len,
-            train_limit, data_dir, seed, bottleneck, branch_layer):
+            train_limit, data_dir, seed, bottleneck, branch_layer, precision="fp32"):
     from adapterkit.transfer.multitask_train import MultiTaskConfig
 
     return MultiTaskConfig(tasks=tasks, model=model, budget=budget, c=c, n_min=n_min, n_max=n_max, epochs=epochs,
                            kd_epochs=kd_epochs, lr=lr, kd_lr=kd_lr, batch_size=batch_size, max_seq_len=max_seq_len,
                            train_limit=train_limit, data_dir=data_dir, seed=seed,
                            adapter={"bottleneck_dim": bottleneck} if budget == "adapter" else None,
-                           branch_layer=branch_layer)
+                           branch_layer=branch_layer, precision=precision)
 
 
 @multitask_app.command("build")
@@ -55,6 +55,7 @@ def build(
     epochs: Epochs = 3, kd_epochs: KdEpochs = 3, lr: Lr = 5e-5, kd_lr: KdLr = 1e-4, batch_size: BatchSize = 32,
     max_seq_len: SeqLen = 128, train_limit: TrainLimit = None, data_dir: DataDir = None, seed: Seed = 42,
     adapter_bottleneck: Bottleneck = 64, branch_layer: BranchLayer = None, overwrite: opt.OverwriteOpt = False,
+    precision: opt.PrecisionOpt = "fp32",
 ) -> None:
     """Partial fine-tuning search, distillation and merging for every task; saves the merged model."""
     from adapterkit.atomic import write_json
@@ -63,7 +64,7 @@ def build(
     from adapterkit.transfer.multitask_train import build_multitask
 
     cfg = _config([t for t in tasks.split(",") if t], model, budget, c, n_min, n_max, epochs, kd_epochs, lr, kd_lr,
-                  batch_size, max_seq_len, train_limit, data_dir, seed, adapter_bottleneck, branch_layer)
+                  batch_size, max_seq_len, train_limit, data_dir, seed, adapter_bottleneck, branch_layer, precision)
     check_output(output, overwrite, folder=True)
     merged, results, tokenizer = build_multitask(cfg, log=typer.echo)
     save_multitask(merged, output, tokenizer)
@@ -80,7 +81,7 @@ def add(
     budget: Budget = "mixed", c: C = 1.0, n_min: NMin = 2, n_max: NMax = 5, epochs: Epochs = 3, kd_epochs: KdEpochs = 3,
     lr: Lr = 5e-5, kd_lr: KdLr = 1e-4, batch_size: BatchSize = 32, max_seq_len: SeqLen = 128,
     train_limit: TrainLimit = None, data_dir: DataDir = None, seed: Seed = 42,
-    adapter_bottleneck: Bottleneck = 64, branch_layer: BranchLayer = None,
+    adapter_bottleneck: Bottleneck = 64, branch_layer: BranchLayer = None, precision: opt.PrecisionOpt = "fp32",
 ) -> None:
     """Train one task and add its branch; only that task's file and the manifest are rewritten."""
     from adapterkit.transfer.multitask_io import load_multitask, save_task
@@ -89,7 +90,7 @@ def add(
     model_dir = _bundle(bundle, model_dir)
     merged = load_multitask(model_dir)
     cfg = _config([task], merged.base_model_name, budget, c, n_min, n_max, epochs, kd_epochs, lr, kd_lr, batch_size,
-                  max_seq_len, train_limit, data_dir, seed, adapter_bottleneck, branch_layer)
+                  max_seq_len, train_limit, data_dir, seed, adapter_bottleneck, branch_layer, precision)
     result = add_task(merged, task, cfg, replace=replace, log=typer.echo)
     save_task(merged, model_dir, task)
     typer.echo(f"added {task}: branch {result}")
@@ -120,11 +121,13 @@ def predict(
     max_seq_len: SeqLen = 128,
     batch_size: BatchSize = 64,
     overwrite: opt.OverwriteOpt = False,
+    precision: opt.InferencePrecisionOpt = "fp32",
 ) -> None:
     """Run the trunk once per batch and each row's tasks' branches; write one JSON line per row."""
     from adapterkit import backbone
     from adapterkit.atomic import write_text
     from adapterkit.files import check_output
+    from adapterkit.precision import autocast_for
     from adapterkit.transfer.multitask_io import load_multitask, predict_file
 
     check_output(output, overwrite, inputs=[input])
@@ -132,7 +135,8 @@ def predict(
     merged = load_multitask(model_dir)
     tokenizer = backbone.load_tokenizer(str(model_dir / "tokenizer") if (model_dir / "tokenizer").is_dir() else merged.base_model_name)
     default = [t for t in tasks.split(",") if t] if tasks else merged.tasks
-    records = predict_file(merged, tokenizer, input, default, max_seq_len, batch_size)
+    with autocast_for(precision, training=False, note=typer.echo):
+        records = predict_file(merged, tokenizer, input, default, max_seq_len, batch_size)
     output.parent.mkdir(parents=True, exist_ok=True)
     write_text(output, "".join(json.dumps(r) + "\n" for r in records))
     typer.echo(f"wrote {len(records)} rows to {output}")

@@ -44,6 +44,11 @@ RunPrecisionOpt = Annotated[
     typer.Option("--precision", help="fp32, bf16 or fp16. Default: the run's (run_config.json); where this machine "
                  "lacks it, fp32 with a note."),
 ]
+InferencePrecisionOpt = Annotated[
+    str,
+    typer.Option("--precision", help="fp32, bf16 or fp16: the model runs under autocast. Where this machine lacks "
+                 "the format natively, fp32 with a note."),
+]
 BackboneDtypeOpt = Annotated[
     str,
     typer.Option("--backbone-dtype", help="fp32, or bf16: store the frozen backbone's weights in bf16 (half the "

@@ -31,6 +31,7 @@ def serve(
     token_file: Annotated[Optional[Path], typer.Option("--token-file", help="File holding the bearer token that load/unload need. Without it they are off.")] = None,
     engine: Annotated[str, typer.Option("--engine", help="local (this process) or ray (Ray Serve, needs adapterkit[ray]).")] = "local",
     replicas: Annotated[int, typer.Option("--replicas", help="With --engine ray: engine replicas.")] = 2,
+    precision: opt.InferencePrecisionOpt = "fp32",
 ) -> None:
     """Serve adapters over HTTP: predict, list, load/unload, health, readiness, Prometheus metrics."""
     from adapterkit.config import check_number
@@ -42,7 +43,8 @@ def serve(
     token = read_token(token_file) if token_file else None
     config = EngineConfig(model=model, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, max_queue=max_queue,
                           max_adapters=max_adapters, max_memory_mb=max_memory_mb, max_length=max_length,
-                          truncate=truncate, threads=threads, hub=hub)
+                          truncate=truncate, threads=threads, hub=hub,
+                          precision=precision)
     if engine == "ray":
         from adapterkit.serve.ray_serve import run as run_ray
 

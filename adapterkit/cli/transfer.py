@@ -6,6 +6,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from adapterkit.cli import options as opt
+
 transfer_app = typer.Typer(help="Transfer-learning algorithms built on adapters.", no_args_is_help=True)
 
 
@@ -41,6 +43,7 @@ def run(
     option: Annotated[Optional[list[str]], typer.Option("--option", "-o", metavar="KEY=VALUE", help="Algorithm setting KEY=VALUE (JSON value), repeatable.")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="Tiny sizes for a smoke run.")] = False,
     domain_file: Annotated[Optional[list[str]], typer.Option("--domain-file", metavar="FILE", help="Your own labelled domains: a TSV/JSONL file with text, label and domain columns (repeatable); each domain is split 70/10/20 into train/dev/test.")] = None,
+    precision: opt.PrecisionOpt = "fp32",
 ) -> None:
     """Run one transfer algorithm and print its target-domain test metrics."""
     from adapterkit.data import add_domain_file
@@ -51,7 +54,8 @@ def run(
 
     spec = TransferSpec(source=[s for s in source.split(",") if s], target=target, target_shots=target_shots,
                         model=model, seed=seed, output=output, max_seq_len=max_seq_len, epochs=epochs,
-                        batch_size=batch_size, lr=lr, quick=quick, data_dir=data_dir, options=_options(option or []))
+                        batch_size=batch_size, lr=lr, quick=quick, data_dir=data_dir, options=_options(option or []),
+                        precision=precision)
     result = run_algorithm(algorithm, spec)
     test = result.get("test", {})
     typer.echo(f"{algorithm}: " + "  ".join(f"{k} {v:.4f}" for k, v in test.items()) + f"  ({result['seconds']:.0f} s)")

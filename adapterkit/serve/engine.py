@@ -21,6 +21,7 @@ so tokenizing the next inputs overlaps the current step.
 """
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections import deque
@@ -29,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from adapterkit.errors import AdapterkitError
+from adapterkit.precision import model_device_type, resolve
 from adapterkit.serve.cache import ResidentCache
 from adapterkit.serve.errors import (AdapterLoadError, EngineClosed, InputTooLong, QueueFull, ServeError,
                                      UnknownAdapter)
@@ -49,10 +51,13 @@ class EngineConfig:
     truncate: bool = True  # longer inputs: truncated (and reported) if True, else InputTooLong (413)
     threads: int | None = None
     hub: str | None = None  # for hub: references (default: $ADAPTERKIT_HUB or the user cache)
+    precision: str = "fp32"  # model steps under this autocast; fp32 with a note where not native
 
     def __post_init__(self) -> None:
         from adapterkit.config import check_number
+        from adapterkit.precision import check_names
 
+        check_names(self.precision)
         for name in ("max_batch_size", "max_queue"):
             check_number(name, getattr(self, name), minimum=1, integer=True)
         check_number("max_wait_ms", self.max_wait_ms, minimum=0.0)  # NaN or inf would stall every batch
@@ -93,6 +98,7 @@ class Engine:
             torch.set_num_threads(config.threads)
         self.model = model if model is not None else backbone.load_model(config.model, num_labels=2)
         self.model.eval().requires_grad_(False)
+        self.precision = resolve(config.precision, model_device_type(self.model), training=False, note=_note)
         self.tokenizer = tokenizer if tokenizer is not None else backbone.load_tokenizer(config.model)
         if config.max_length:
             backbone.check_positions(self.model, config.max_length, flag="--max-length")
@@ -312,7 +318,8 @@ class Engine:
         try:
             inputs = _collate([r.encoded for r in batch], self.tokenizer.pad_token_id or 0)
             heads = {n: self._residents[n].head for n in {r.adapter for r in batch}}
-            logits = forward_rows(self.model, inputs, [r.adapter for r in batch], heads)
+            with self.precision.autocast():
+                logits = forward_rows(self.model, inputs, [r.adapter for r in batch], heads)
         except Exception as e:  # a bug, not the user's: every input of the step fails with it
             for r in batch:
                 self._fail(r, ServeError(f"model step failed: {e}"))
@@ -389,6 +396,10 @@ def _decode(request: _Request, logits, task: dict) -> dict:
     probs = logits.float().softmax(-1)
     k = int(probs.argmax())
     return out | {"label": task["labels"][k], "label_id": k, "scores": [float(p) for p in probs]}
+
+
+def _note(text: str) -> None:
+    print(text, file=sys.stderr)
 
 
 def _estimate_bytes(ref: str) -> int:

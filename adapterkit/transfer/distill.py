@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from adapterkit.errors import AdapterkitError
+from adapterkit.precision import under_precision
 from adapterkit.transfer.common import DomainData, load_domains, make_model, predict, score
 from adapterkit.transfer.kd import KDConfig, TrainConfig, distill, train_supervised
 from adapterkit.transfer.registry import TransferSpec, register_algorithm
@@ -136,6 +137,7 @@ def _save(spec: TransferSpec, teacher, student, tokenizer) -> None:
         save_student(student, Path(spec.output) / "student", tokenizer, {"target": spec.target})
 
 
+@under_precision("cfg")
 def distill_run(teacher_dir: str | Path, student_layers: int, cfg: KDConfig, output: str | Path,
                 task: str | None = None, data_dir: str | None = None, max_seq_len: int | None = None,
                 train_limit: int | None = None, student_hidden: int | None = None) -> dict:
@@ -204,6 +206,7 @@ def domain_data(names: list[str], tokenizer, max_seq_len: int = 128, data_dir: s
     return out
 
 
+@under_precision("kd")
 def metakd_run(domains: list[str], targets: list[str], student_layers: int, kd: KDConfig, teacher_cfg: TrainConfig,
                output: str | Path, model: str | None = None, teacher_dir: str | Path | None = None,
                max_seq_len: int = 128, data_dir: str | None = None, bottleneck_dim: int = 64,

@@ -18,6 +18,7 @@ from torch import nn
 
 from adapterkit.config import check_number
 from adapterkit.errors import AdapterkitError
+from adapterkit.precision import check_names as check_precision
 from adapterkit.transfer.common import batches, cycle, fit, model_inputs, predict
 from adapterkit.transfer.kd_losses import KD_METHODS, KDContext, layer_map
 from adapterkit.transfer.student import depth
@@ -43,6 +44,7 @@ class KDConfig:
     seed: int = 0
     warmup_ratio: float = 0.1
     train: str = "all"
+    precision: str = "fp32"  # distill_run / metakd_run run under this autocast (adapterkit.precision)
 
     def __post_init__(self) -> None:
         from adapterkit.transfer import metakd  # noqa: F401  (registers the "metakd" loss)
@@ -55,6 +57,7 @@ class KDConfig:
         check_number("epochs", self.epochs, minimum=1, integer=True)
         check_number("batch_size", self.batch_size, minimum=1, integer=True)
         check_number("lr", self.lr, above=0.0)
+        check_precision(self.precision)
         if self.train not in TRAINABLE:
             raise AdapterkitError(f"train must be one of {TRAINABLE}, got {self.train!r}")
 

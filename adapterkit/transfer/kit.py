@@ -110,7 +110,7 @@ class Run:
         self.model.eval()
         out = torch.empty(len(rows), self.heads[head].out_features)
         for batch in self.encoder.batches(rows, 64, seed=None):
-            out[batch["_rows"]] = self.heads[head](self.features(batch, adapters, composition))
+            out[batch["_rows"]] = self.heads[head](self.features(batch, adapters, composition)).float()
         self.model.train()
         return out
 

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from adapterkit.errors import AdapterkitError
+from adapterkit.precision import check_names as check_precision, under_precision
 from adapterkit.transfer.common import fit
 from adapterkit.transfer.kd_losses import hard_ce, soft_kl
 from adapterkit.transfer.multitask import Branch, Head, MultiTaskModel, attention_mask_for, bert_parts, clone, run_layers
@@ -57,6 +58,7 @@ class MultiTaskConfig:
     data_dir: str | None = None
     adapter: dict | None = None  # BottleneckConfig fields for the adapter variant
     branch_layer: int | None = None  # adapter variant: adapters only in layers >= branch_layer
+    precision: str = "fp32"  # build/add run under this autocast (adapterkit.precision)
 
     def __post_init__(self) -> None:
         if self.budget not in BUDGETS:
@@ -69,6 +71,7 @@ class MultiTaskConfig:
             raise AdapterkitError("the adapter variant needs adapter settings and a branch layer")
         if not self.tasks:
             raise AdapterkitError("give at least one task")
+        check_precision(self.precision)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -342,6 +345,7 @@ def add_candidate(merged: MultiTaskModel, task: str, cand: Candidate, source: nn
         merged.add_branch(task, branch, source)
 
 
+@under_precision("cfg")
 def add_task(merged: MultiTaskModel, name: str, cfg: MultiTaskConfig, replace: bool = False, log=print) -> str:
     """Train task `name` (search, distil, pick by `cfg.budget`) and add it to `merged`; other
     branches are not touched. With `replace`, an existing branch of that task is swapped."""
@@ -359,6 +363,7 @@ def add_task(merged: MultiTaskModel, name: str, cfg: MultiTaskConfig, replace: b
     return f"({cand.branch_layer},{cand.num_layers}) {cand.name}, dev {shown(cand.score)}"
 
 
+@under_precision("cfg")
 def build_multitask(cfg: MultiTaskConfig, log=print) -> tuple[MultiTaskModel, list[TaskResult], object]:
     """Run the whole pipeline for `cfg.tasks`; returns (merged model, per-task results, tokenizer)."""
     from adapterkit import backbone

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from adapterkit.errors import AdapterkitError
+from adapterkit.precision import check_names as check_precision, under_precision
 
 Algorithm = Callable[["TransferSpec"], dict]
 ALGORITHMS: dict[str, Algorithm] = {}
@@ -46,6 +47,7 @@ class TransferSpec:
     quick: bool = False  # tiny sizes for tests: few rows, few steps
     data_dir: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    precision: str = "fp32"  # fp32, bf16 or fp16: the whole run under autocast (adapterkit.precision)
 
     def __post_init__(self) -> None:
         if not self.source and self.target is None:
@@ -60,6 +62,7 @@ class TransferSpec:
             check_number(name, getattr(self, name), minimum=1, integer=True)
         check_number("max_seq_len", self.max_seq_len, minimum=2, integer=True)
         check_number("lr", self.lr, above=0.0)
+        check_precision(self.precision)
 
 
 def register_algorithm(name: str, needs_sources: bool = True) -> Callable[[Algorithm], Algorithm]:
@@ -83,6 +86,7 @@ def load_builtin_algorithms() -> None:
                 raise
 
 
+@under_precision("spec")
 def run_algorithm(name: str, spec: TransferSpec) -> dict:
     load_builtin_algorithms()
     if name not in ALGORITHMS:
