@@ -60,23 +60,6 @@ def test_transfer_cli_passes_the_precision(probe_algorithm, cpu_bf16, tmp_path):
     assert saved["spec"]["precision"] == "bf16" and saved["autocast"] and saved["dtype"] == "torch.bfloat16"
 
 
-def test_training_commands_refuse_a_format_this_cpu_lacks_before_any_work(no_cpu_bf16, tmp_path):
-    cases = [
-        ("transfer", "run", "fs", "--source", "books", "--target", "kitchen", "--output", tmp_path / "t"),
-        ("distill", "--teacher", tmp_path / "no-teacher", "--student-layers", 1, "--output", tmp_path / "d"),
-        ("multitask", "build", "--tasks", "cola", "--output", tmp_path / "m"),
-    ]
-    for args in cases:
-        for precision in ("bf16", "fp16"):
-            result = _invoke(*args, "--precision", precision)
-            assert isinstance(result.exception, AdapterkitError), (args, result.output)
-            assert f"--precision {precision}: this CPU" in str(result.exception)
-            assert "use --precision fp32" in str(result.exception)
-        assert not (tmp_path / "t" / "results.json").exists() and not (tmp_path / "m" / "search.json").exists()
-    with pytest.raises(AdapterkitError, match="precision must be one of"):
-        TransferSpec(source=["books"], target="dvd", precision="fp8")
-
-
 @pytest.fixture(scope="module")
 def teacher_run(tiny_bert_dir, glue_dir, tmp_path_factory):
     from adapterkit import BottleneckConfig
@@ -87,6 +70,23 @@ def teacher_run(tiny_bert_dir, glue_dir, tmp_path_factory):
                       batch_size=8, max_seq_len=32, output=str(out), adapter=BottleneckConfig(bottleneck_dim=8)),
           progress=False, log=lambda *a: None)
     return out
+
+
+def test_training_commands_refuse_a_format_this_cpu_lacks_before_any_work(no_cpu_bf16, teacher_run, tmp_path):
+    cases = [
+        ("transfer", "run", "fs", "--source", "books", "--target", "kitchen", "--output", tmp_path / "t"),
+        ("distill", "--teacher", teacher_run, "--student-layers", 1, "--output", tmp_path / "d"),
+        ("multitask", "build", "--tasks", "cola", "--output", tmp_path / "m"),
+    ]
+    for args in cases:
+        for precision in ("bf16", "fp16"):
+            result = _invoke(*args, "--precision", precision)
+            assert isinstance(result.exception, AdapterkitError), (args, result.output)
+            assert f"--precision {precision}: this CPU" in str(result.exception)
+            assert "use --precision fp32" in str(result.exception)
+        assert not any((tmp_path / name).exists() for name in ("t/results.json", "d/metrics.json", "m/search.json"))
+    with pytest.raises(AdapterkitError, match="precision must be one of"):
+        TransferSpec(source=["books"], target="dvd", precision="fp8")
 
 
 def test_distill_bf16_records_the_precision(cpu_bf16, teacher_run, tmp_path, monkeypatch):
