@@ -99,7 +99,15 @@ def main() -> None:
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--out", default="runs/precision-quality")
     parser.add_argument("--report-only", action="store_true", help="print the table of finished runs")
+    parser.add_argument("--emulate-bf16", action="store_true",
+                        help="on a CPU without avx512_bf16/AMX (where train refuses bf16), run bf16 emulated: "
+                             "the same bf16 rounding, so the quality is measured; the times are not representative")
     args = parser.parse_args()
+    if args.emulate_bf16:
+        import torch
+
+        torch.cpu._is_avx512_bf16_supported = lambda: True
+        print("note: bf16 emulated on this CPU (--emulate-bf16): quality numbers hold, train times do not", flush=True)
     tasks, seeds = args.tasks.split(","), [int(s) for s in args.seeds.split(",")]
     out = Path(args.out)
     if not args.report_only:
