@@ -14,6 +14,12 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 _SESSION_TMP = Path(tempfile.mkdtemp(prefix="adapterkit-tests-"))
 os.environ["ADAPTERKIT_CACHE"] = str(_SESSION_TMP / "cache")
 os.environ.pop("ADAPTERKIT_HUB", None)
+try:  # hypothesis keeps its example database and constants under the session folder, not ./.hypothesis
+    from hypothesis import configuration as _hypothesis_configuration
+
+    _hypothesis_configuration.set_hypothesis_home_dir(_SESSION_TMP / "hypothesis")
+except ImportError:
+    pass
 os.environ.pop("ADAPTERKIT_HUB_TOKEN", None)
 REPO_ROOT = Path(__file__).resolve().parents[1]
 _LEFTOVER_IGNORED = {".pytest_cache", "__pycache__", ".benchmarks"}
