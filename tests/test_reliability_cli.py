@@ -252,7 +252,7 @@ def test_a_bad_targets_regex_is_one_clear_error(targets):
 @pytest.mark.parametrize("flag, value, match", [
     ("--c", "nan", "c must be"), ("--c", "inf", "c must be"), ("--epochs", "0", "epochs"), ("--kd-epochs", "0", "kd_epochs"),
     ("--lr", "nan", "lr"), ("--lr", "0", "lr"), ("--kd-lr", "inf", "kd_lr"), ("--batch-size", "0", "batch_size"),
-    ("--max-seq-len", "0", "max_seq_len"), ("--train-limit", "0", "train_limit"), ("--adapter-bottleneck", "0", "--adapter-bottleneck"),
+    ("--max-seq-len", "0", "max_seq_len"), ("--train-limit", "0", "train_limit"), ("--adapter-bottleneck", "0", "bottleneck"),
     ("--branch-layer", "-1", "branch_layer"), ("--n-min", "0", "n_min"),
 ])
 def test_multitask_build_refuses_bad_values_before_any_work(capsys, tmp_path, flag, value, match):

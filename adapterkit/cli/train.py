@@ -251,12 +251,11 @@ def _with_inputs(given: dict[str, list], text_columns, id_name: str | None, i: i
 
 def _file_task(folder: Path) -> bool:
     """True for a run or adapter trained with --task-type (not a GLUE preset)."""
-    import json as _json
-
+    from adapterkit.files import read_json
     from adapterkit.tasks.heads import run_spec
 
     run_file = folder / "run_config.json"
-    run = _json.loads(run_file.read_text()) if run_file.is_file() else {}
+    run = read_json(run_file, "run config", dict) if run_file.is_file() else {}
     try:
         return run_spec(folder, run).preset is None
     except Exception:

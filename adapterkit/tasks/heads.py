@@ -46,17 +46,17 @@ def load_for_inference(folder: str | Path, precision: str | None = None, note=pr
     folder: the backbone, the head the spec describes, the adapter, in eval mode. The run's
     precision (or `precision`) is resolved as `adapterkit.evaluation.load_run` does: run the
     forward under `adapterkit.precision.run_autocast(run_config)`."""
-    import json
-
     from adapterkit import backbone
     from adapterkit.errors import AdapterkitError
     from adapterkit.evaluation import _apply_precision
+    from adapterkit.files import read_json
     from adapterkit.io import load_adapter, read_manifest
 
     folder = Path(folder)
     if not folder.is_dir():
         raise AdapterkitError(f"{folder}: no such folder")
-    run = json.loads((folder / "run_config.json").read_text()) if (folder / "run_config.json").exists() else {}
+    run_file = folder / "run_config.json"
+    run = read_json(run_file, "run config", dict) if run_file.exists() else {}
     spec = run_spec(folder, run)
     full = run.get("full_finetune", False)
     source = str(folder / "model") if full else run.get("model") or read_manifest(folder)["base_model"]["name_or_path"]
