@@ -50,19 +50,20 @@ class LocalRunner:
 
     is_main = True
 
-    def __init__(self, model, precision=None):
+    def __init__(self, model, precision=None, trunk_cache=None):
         from adapterkit.precision import Precision
 
         self.model = model
         self.precision = precision or Precision()
         self.loss_step = self.precision.trainer()
+        self.trunk_cache = trunk_cache  # adapterkit.trunk_cache.TrunkCache: frozen lower layers computed once
 
     def parameters(self) -> list[torch.nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]
 
     def step(self, batch: dict) -> float:
         with self.precision.autocast():
-            loss = self.model(**batch).loss
+            loss = self.trunk_cache.loss(batch) if self.trunk_cache else self.model(**batch).loss
         self.loss_step.backward(loss)
         return loss.item()
 
@@ -99,7 +100,8 @@ class LocalRunner:
         save_checkpoint(path, self.model, optimizer, scheduler, full_finetune, progress)
 
     def finish(self, out: Path) -> None:
-        pass
+        if self.trunk_cache:
+            self.trunk_cache.close()
 
 
 @dataclass

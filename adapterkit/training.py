@@ -75,6 +75,8 @@ class TrainConfig:
     combine: dict | None = None  # `adapterkit fuse`: saved adapters to combine (adapterkit.compose.setup.Combination)
     drop_layers: int = 0  # AdapterDrop: no adapters in the lowest k layers (adapterkit.compose.drop)
     drop_robust: bool = False  # robust AdapterDrop: a random k in 0..drop_layers per training step
+    trunk_cache: bool = False  # frozen layers below the lowest adapter computed once (adapterkit.trunk_cache)
+    trunk_cache_mb: float = 2048.0  # memory for cached states; beyond it they go to OUTPUT/trunk-cache/
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_batch_size", "gradient_accumulation_steps"):
@@ -86,6 +88,7 @@ class TrainConfig:
         check_number("warmup_ratio", self.warmup_ratio, minimum=0.0, maximum=1.0)
         check_number("weight_decay", self.weight_decay, minimum=0.0)
         check_number("bucket_mb", self.bucket_mb, above=0.0)
+        check_number("trunk_cache_mb", self.trunk_cache_mb, minimum=0.0)
         from adapterkit.dist.strategies import strategy_names
 
         if self.strategy not in strategy_names():
@@ -181,8 +184,9 @@ def _train(cfg: TrainConfig, progress: bool, log) -> dict:
     model = precision.prepare(_build_model(task, cfg))
     backbone.check_positions(model, cfg.max_seq_len)
     apply_speed_options(model, cfg.gradient_checkpointing, cfg.compile)
+    cache = _trunk_cache(model, cfg, precision, out, distributed) if cfg.trunk_cache else None
     runner = DistRunner(model, cfg.strategy, cfg.compression, cfg.bucket_mb) if distributed else \
-        LocalRunner(model, precision)
+        LocalRunner(model, precision, trunk_cache=cache)
     if cfg.resume:
         from adapterkit.checkpoint import check_resume
 
@@ -193,7 +197,11 @@ def _train(cfg: TrainConfig, progress: bool, log) -> dict:
             log(note)
         write_json(out / "run_config.json", cfg.to_dict() | {"task_spec": task.spec.to_dict()})
         tokenizer.save_pretrained(str(out / "tokenizer"))
-    metrics = fit(model, task, runner, cfg.loop_settings(), out, progress=progress and runner.is_main, log=log)
+    try:
+        metrics = fit(model, task, runner, cfg.loop_settings(), out, progress=progress and runner.is_main, log=log)
+    finally:
+        if cache is not None:
+            cache.close()  # removes the on-disk part, also after a failure
     if not metrics:
         return {}  # a worker other than rank 0
     metrics["adapter_parameters"] = None if cfg.full_finetune or cfg.combine else count_parameters(model, task.name)
@@ -247,6 +255,16 @@ def _build_model(task, cfg: TrainConfig):
         # robust: a random k per training step, evaluated with every adapter (k = 0)
         set_adapter_drop(model, 0 if cfg.drop_robust else cfg.drop_layers, cfg.drop_layers if cfg.drop_robust else None)
     return model
+
+
+def _trunk_cache(model, cfg: TrainConfig, precision, out: Path, distributed: bool):
+    from adapterkit.trunk_cache import TrunkCache
+
+    for refused, why in ((distributed, "distributed runs (--nproc > 1)"), (cfg.full_finetune, "--full-finetune"),
+                         (cfg.compile, "--compile")):
+        if refused:
+            raise AdapterkitError(f"--trunk-cache does not combine with {why}")
+    return TrunkCache(model, precision, memory_mb=cfg.trunk_cache_mb, folder=out / "trunk-cache")
 
 
 def _check_output(out: Path, resume: bool) -> None:

@@ -59,6 +59,15 @@ GradientCheckpointingOpt = Annotated[
     bool, typer.Option("--gradient-checkpointing", help="Recompute layer activations in the backward pass instead of "
                        "keeping them: less memory for long inputs, slower steps. Off by default.")
 ]
+TrunkCacheOpt = Annotated[
+    bool, typer.Option("--trunk-cache", help="When adapters start at layer k > 0 (--layers topN, --leave-out): compute "
+                       "the frozen layers below k once per example (first epoch) and reuse them; same results in fp32, "
+                       "later epochs run only layers >= k. Needs the backbone's dropout off (the default).")
+]
+TrunkCacheMbOpt = Annotated[
+    float, typer.Option("--trunk-cache-mb", help="Memory for --trunk-cache states; beyond it they go to a file in "
+                        "OUTPUT/trunk-cache/ (removed at the end).")
+]
 CompileOpt = Annotated[
     bool, typer.Option("--compile", help="torch.compile the model's forward and backward (pays a compile time first; "
                        "see benchmarks/README.md for when it pays back). Off by default.")

@@ -57,6 +57,8 @@ def train(
     compile: opt.CompileOpt = False,
     drop_layers: Annotated[int, typer.Option("--drop-layers", help="AdapterDrop: no adapters in the lowest k layers (the backward pass stops at layer k).")] = 0,
     drop_robust: Annotated[bool, typer.Option("--drop-robust", help="Robust AdapterDrop: a random k in 0..--drop-layers per step; dev scores at k=0, `eval --drop-layers k` for others.")] = False,
+    trunk_cache: opt.TrunkCacheOpt = False,
+    trunk_cache_mb: opt.TrunkCacheMbOpt = 2048.0,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
     task_type: topt.TaskTypeOpt = None,
     train_file: topt.TrainFileOpt = None,
@@ -96,7 +98,8 @@ def train(
                       backbone_dropout=backbone_dropout, strategy=strategy, compression=compression,
                       bucket_mb=bucket_mb, precision=precision, backbone_dtype=backbone_dtype,
                       gradient_checkpointing=gradient_checkpointing, compile=compile,
-                      drop_layers=drop_layers, drop_robust=drop_robust,
+                      drop_layers=drop_layers, drop_robust=drop_robust, trunk_cache=trunk_cache,
+                      trunk_cache_mb=trunk_cache_mb,
                       task_type=task_type, data=data, task_options=options if data else {},
                       eval_steps=eval_steps, gradient_accumulation_steps=gradient_accumulation_steps,
                       early_stopping_patience=early_stopping_patience)
