@@ -86,6 +86,7 @@ def test_resume_continues_from_the_checkpoint(tiny_bert_dir, glue_dir, tmp_path)
     assert metrics["epochs"][-1]["step"] == 3 * 5  # 40 rows / batch 8 per epoch
 
 
+@pytest.mark.slow  # 15-22 s: keeps the default run under 10 minutes
 def test_random_sparse_attention_run_is_evaluated_with_its_own_layout(tiny_bert_dir, glue_dir, tmp_path):
     out = tmp_path / "rsa"
     _train(tiny_bert_dir, glue_dir, out, "sst2", "--attention", "rsa", "--rsa-density", 0.5,
@@ -157,6 +158,7 @@ def test_train_push_publishes_with_metrics_and_loads_from_hub(tiny_bert_dir, glu
     assert torch.equal(model(**ids).logits, reference(**ids).logits)
 
 
+@pytest.mark.slow  # 15-22 s: keeps the default run under 10 minutes
 def test_distributed_train_two_workers_writes_outputs_and_comm_stats(tiny_bert_dir, glue_dir, tmp_path):
     out = tmp_path / "ddp"
     result = _cli("train", "--task", "sst2", "--model", tiny_bert_dir, "--data-dir", glue_dir, "--output", out,

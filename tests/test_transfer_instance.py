@@ -114,6 +114,7 @@ def test_transfer_list_shows_every_algorithm():
             *INSTANCE} <= names
 
 
+@pytest.mark.slow  # 15-22 s: keeps the default run under 10 minutes
 def test_benchmark_quick_mode_lays_out_both_tables(tiny_bert_dir, tmp_path, monkeypatch):
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_transfer.py"
     monkeypatch.syspath_prepend(str(path.parent))  # as when run as `python3 benchmarks/bench_transfer.py`
