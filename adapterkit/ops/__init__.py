@@ -13,7 +13,7 @@ Nothing heavy happens at import: torch and the extension load on first use.
 """
 from __future__ import annotations
 
-import importlib
+from adapterkit.lazy import lazy_exports
 
 _EXPORTS = {
     "rsa_attention": "adapterkit.ops.rsa",
@@ -28,9 +28,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'adapterkit.ops' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -9,7 +9,7 @@ Names load lazily: importing this package imports neither torch nor FastAPI.
 """
 from __future__ import annotations
 
-import importlib
+from adapterkit.lazy import lazy_exports
 
 _EXPORTS = {
     "Engine": "adapterkit.serve.engine",
@@ -24,16 +24,4 @@ _EXPORTS = {
 }
 
 __all__ = list(_EXPORTS)
-
-
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'adapterkit.serve' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
