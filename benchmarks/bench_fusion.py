@@ -94,7 +94,7 @@ def run_grid(args) -> list[dict]:
                 options["fusion_lr"] = args.fusion_lr
             spec = TransferSpec(source=SUITES[args.suite][2](target), target=target, target_shots=shots,
                                 model=args.model, seed=seed, max_seq_len=args.max_seq_len, epochs=epochs[shots],
-                                lr=args.lr, quick=args.quick, data_dir=args.data_dir, options=options)
+                                batch_size=16, lr=args.lr, quick=args.quick, data_dir=args.data_dir, options=options)
             cpu = time.process_time()
             result = run_algorithm(method, spec)
             row.update(test=result["test"], seconds=result["seconds"], cpu_seconds=time.process_time() - cpu,

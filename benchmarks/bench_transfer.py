@@ -123,7 +123,7 @@ def _run_setting(job) -> list[dict]:
             continue
         spec = TransferSpec(source=[d for d in DOMAINS if d != target], target=target, target_shots=shots,
                             model=args.model, seed=seed, max_seq_len=args.max_seq_len, epochs=epochs.get(shots, 3),
-                            lr=args.lr, quick=args.quick,
+                            batch_size=16, lr=args.lr, quick=args.quick,
                             options={"source_rows": args.source_rows, "top_n": args.top_n})
         cpu = time.process_time()
         result = run_algorithm(method, spec)

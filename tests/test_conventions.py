@@ -62,6 +62,20 @@ def test_seed_and_batch_size_defaults_agree_across_training_commands():
         assert defaults["seed"] == 42 and defaults["batch_size"] == 32, path
 
 
+def test_python_configs_default_like_the_cli():
+    """A run from Python with defaults is the run the CLI makes with defaults."""
+    import dataclasses
+
+    from adapterkit.multitask.train import MultiTaskConfig
+    from adapterkit.training import TrainConfig
+    from adapterkit.transfer.kd import KDConfig
+    from adapterkit.transfer.registry import TransferSpec
+
+    for config in (TransferSpec, KDConfig, MultiTaskConfig, TrainConfig):
+        fields = {f.name: f.default for f in dataclasses.fields(config)}
+        assert fields["seed"] == 42 and fields["batch_size"] == 32, config.__name__
+
+
 def test_unknown_options_get_close_suggestions_only():
     from adapterkit.cli.suggest import unknown_option
 

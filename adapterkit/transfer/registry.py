@@ -39,7 +39,7 @@ class TransferSpec:
     seed: int = 42  # as every CLI command
     output: str | None = None
     max_seq_len: int = 128
-    batch_size: int = 16
+    batch_size: int = 32  # as every CLI command
     epochs: int = 3
     lr: float = 1e-3
     bottleneck_dim: int | None = 64  # ignored when reduction_factor is set
