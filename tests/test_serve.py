@@ -245,6 +245,7 @@ def test_client_and_predict_server_equal_local_predict(server, adapters, tmp_pat
         assert result.exit_code == 0, result.output
     a, b = ([json.loads(line) for line in f.read_text().splitlines()] for f in (local, remote))
     assert [r["label_id"] for r in a] == [r["label_id"] for r in b]
+    assert [r["label"] for r in a] == [r["label"] for r in b]
     assert [r["probability"] for r in a] == pytest.approx([r["probability"] for r in b], abs=1e-5)
     with Client(server.url) as client:
         assert [p["label_id"] for p in client.predict(TEXTS, adapter="cola")] == [r["label_id"] for r in a]
@@ -293,3 +294,14 @@ def test_hub_references_and_multitask_bundle_branches(tiny_bert_dir, adapters, t
             eng.load("zz", f"{tmp_path / 'bundle'}#zz")
     finally:
         eng.close()
+
+
+def test_glue_runs_are_served_with_the_label_names_predict_writes(tmp_path):
+    import json
+
+    from adapterkit.serve.loading import _task
+
+    (tmp_path / "run_config.json").write_text(json.dumps({"task": "cola"}))
+    assert _task(tmp_path, {}, 2, "cola-run") == {"type": "classification", "labels": ["unacceptable", "acceptable"]}
+    (tmp_path / "run_config.json").write_text(json.dumps({"task": "stsb"}))
+    assert _task(tmp_path, {}, 1, "stsb-run") == {"type": "regression", "labels": None}

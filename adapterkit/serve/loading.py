@@ -73,8 +73,8 @@ def _task(folder: Path, manifest: dict, width: int, ref: str) -> dict:
 def _glue_task(name: str) -> tuple[str, list[str] | None]:
     from adapterkit.data import get_task
 
-    task = get_task(name)
-    return ("regression", None) if task.is_regression else ("classification", list(task.labels))
+    task = get_task(name)  # label names where the task has them (CoLA: unacceptable/acceptable), as `predict` writes
+    return ("regression", None) if task.is_regression else ("classification", list(task.display_labels))
 
 
 def _bytes(model, name: str, head) -> int:
