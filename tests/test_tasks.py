@@ -326,3 +326,45 @@ def test_parquet_files_are_read_like_csv(tmp_path):
         read[name] = (raw["text_a"], [str(v) for v in raw["label"]], spec.labels)
         assert any("text column 'review' (guessed" in n for n in notes), notes
     assert read["r.parquet"] == read["r.csv"]
+
+
+@needs_data
+def test_eval_drop_layers_applies_to_runs_on_user_files(tiny_bert_dir, tmp_path, capsys):
+    """`eval --drop-layers k` (and the run's own --drop-layers by default) acts on --task-type
+    runs as on GLUE runs; a fully fine-tuned run refuses an explicit k > 0 in one line."""
+    from adapterkit.compose.drop import adapter_drop, drop_for_run
+    from adapterkit.errors import AdapterkitError
+    from adapterkit.tasks import load_for_inference
+
+    lines = Path(fx.amazon_regression(DATA, tmp_path / "data")["train"]).read_text().splitlines(keepends=True)
+    train, dev = tmp_path / "train.tsv", tmp_path / "dev.tsv"  # a regression: its scores move with any change
+    train.write_text("".join(lines[:33]))
+    dev.write_text(lines[0] + "".join(lines[33:]))
+    out = tmp_path / "run"
+    common = ["--model", tiny_bert_dir, "--train-file", train, "--validation-file", dev, "--epochs", 1,
+              "--batch-size", 8, "--max-seq-len", 48, "--quiet"]
+    code, _, err = cli(capsys, "train", "--task-type", "regression", "--output", out, "--bottleneck", 8,
+                       "--sharing", 2, "--drop-layers", 1, "--lr", 3e-2, *common)  # one adapter shared by both layers
+    assert code == 0, err
+    best = json.loads((out / "metrics.json").read_text())["best"]
+    scores = {}
+    for k in (None, 0, 1):
+        code, stdout, err = cli(capsys, "eval", "--adapter", out, "--file", dev, *([] if k is None else ["--drop-layers", k]))
+        assert code == 0, err
+        scores[k] = {name: float(v) for name, v in (line.split(": ") for line in stdout.strip().splitlines())}
+    assert scores[None] == scores[1] and scores[None]["pearson"] == pytest.approx(best["pearson"], abs=1e-4)
+    assert scores[0] != scores[1]
+
+    ids = torch.tensor([[101, 2023, 2003, 1037, 3231, 102]])
+    logits = {}
+    for k in (None, 0, 2):
+        model = load_for_inference(out, drop_layers=k)[0]
+        assert adapter_drop(model) == (1 if k is None else k)
+        with torch.inference_mode():
+            logits[k] = model(input_ids=ids).logits
+    assert not torch.equal(logits[None], logits[0]) and not torch.equal(logits[None], logits[2])
+
+    code, _, err = cli(capsys, "eval", "--adapter", out, "--file", dev, "--drop-layers", -1)
+    assert code == 1 and "--drop-layers must be >= 0" in err and len(err.strip().splitlines()) == 1, err
+    with pytest.raises(AdapterkitError, match="full fine-tuning; it has no adapters to drop"):
+        drop_for_run(model, {"full_finetune": True}, 1)

@@ -143,23 +143,24 @@ def eval_(
     from adapterkit.data import encode, load_glue
     from adapterkit.evaluation import evaluate, load_run
     from adapterkit.backbone import check_positions
+    from adapterkit.compose.drop import drop_for_run
+    from adapterkit.config import check_number
     from adapterkit.precision import run_autocast
 
     _check_sizes(max_seq_len, batch_size)
+    if drop_layers is not None:
+        check_number("--drop-layers", drop_layers, minimum=0, integer=True)
     if task is None and _file_task(adapter):
         from adapterkit.tasks.inference import evaluate_file
 
-        for key, value in evaluate_file(adapter, file, split, batch_size, max_seq_len, precision, typer.echo).items():
+        for key, value in evaluate_file(adapter, file, split, batch_size, max_seq_len, precision, typer.echo,
+                                        drop_layers).items():
             typer.echo(f"{key}: {value:.4f}")
         return
 
     model, tokenizer, task_, run = load_run(adapter, task, precision, note=typer.echo)
     check_positions(model, max_seq_len or run.get("max_seq_len", 128))
-    k = drop_layers if drop_layers is not None else (0 if run.get("drop_robust") else run.get("drop_layers", 0))
-    if k:
-        from adapterkit.compose.drop import set_adapter_drop
-
-        set_adapter_drop(model, k)
+    drop_for_run(model, run, drop_layers)
     rows = encode(load_glue(task_, split, data_dir or run.get("data_dir")), tokenizer, task_,
                   max_seq_len or run.get("max_seq_len", 128))
     with run_autocast(run):

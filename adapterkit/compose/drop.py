@@ -44,6 +44,20 @@ def set_adapter_drop(model: nn.Module, k: int = 0, robust_max: int | None = None
         _ROBUST[model] = model.register_forward_pre_hook(draw)
 
 
+def drop_for_run(model: nn.Module, run: dict, k: int | None = None) -> int:
+    """Set the AdapterDrop k that scoring a saved run uses and return it: `k` when given, else
+    the run's own (its --drop-layers; 0 after robust training, whose dev scores are at k = 0).
+    A fully fine-tuned run has no adapters: an explicit k > 0 is refused, one line."""
+    if k is not None and k < 0:
+        raise AdapterkitError(f"--drop-layers must be >= 0, got {k}")
+    chosen = k if k is not None else (0 if run.get("drop_robust") else int(run.get("drop_layers") or 0))
+    if chosen and run.get("full_finetune"):
+        raise AdapterkitError("--drop-layers: this run is full fine-tuning; it has no adapters to drop")
+    if chosen:
+        set_adapter_drop(model, chosen)
+    return chosen
+
+
 def adapter_drop(model: nn.Module) -> int:
     """The k in use: adapters in the lowest k layers are skipped (0: none)."""
     return get_bank(model).drop_layers

@@ -41,12 +41,15 @@ def run_spec(folder: Path, run: dict) -> TaskSpec:
     return spec
 
 
-def load_for_inference(folder: str | Path, precision: str | None = None, note=print):
+def load_for_inference(folder: str | Path, precision: str | None = None, note=print, drop_layers: int | None = None):
     """(model, tokenizer, spec, run_config) from an `adapterkit train` output folder or an adapter
     folder: the backbone, the head the spec describes, the adapter, in eval mode. The run's
     precision (or `precision`) is resolved as `adapterkit.evaluation.load_run` does: run the
-    forward under `adapterkit.precision.run_autocast(run_config)`."""
+    forward under `adapterkit.precision.run_autocast(run_config)`. AdapterDrop: `drop_layers`
+    when given, else the run's own k, as the run's dev scores were computed
+    (`adapterkit.compose.drop.drop_for_run`)."""
     from adapterkit import backbone
+    from adapterkit.compose.drop import drop_for_run
     from adapterkit.errors import AdapterkitError
     from adapterkit.evaluation import _apply_precision
     from adapterkit.files import read_json
@@ -65,6 +68,7 @@ def load_for_inference(folder: str | Path, precision: str | None = None, note=pr
     model = model_for(spec, source)
     backbone.set_attention(model, run.get("attention"), run.get("rsa"))
     name = None if full else load_adapter(model, folder)
+    drop_for_run(model, run, drop_layers)
     _apply_precision(model, run, precision, name, note)
     model.eval()
     return model, tokenizer, spec, run

@@ -14,9 +14,11 @@ SPLIT_FILES = {"train": "train", "dev": "validation", "validation": "validation"
 
 
 def evaluate_file(folder: str | Path, file: str | None = None, split: str = "dev", batch_size: int = 128,
-                  max_seq_len: int | None = None, precision: str | None = None, note=print) -> dict[str, float]:
-    """The task's metrics of the saved run on `file`, or on the run's own `split` file."""
-    model, tokenizer, spec, run = load_for_inference(folder, precision, note)
+                  max_seq_len: int | None = None, precision: str | None = None, note=print,
+                  drop_layers: int | None = None) -> dict[str, float]:
+    """The task's metrics of the saved run on `file`, or on the run's own `split` file; with
+    `drop_layers`, no adapters in the lowest k layers (default: the run's own k)."""
+    model, tokenizer, spec, run = load_for_inference(folder, precision, note, drop_layers)
     if file is None:
         key = SPLIT_FILES.get(split)
         file = (run.get("data") or {}).get(key) if key else None
