@@ -19,10 +19,11 @@ parser = argparse.ArgumentParser()
 parser.add_argument("--data-dir", default=None)
 parser.add_argument("--max-steps", type=int, default=200)
 parser.add_argument("--output", default="runs/trainer-cola")
+parser.add_argument("--model", default="all-MiniLM-L6-v2", help="backbone name or folder")
 args = parser.parse_args()
 
-tokenizer = load_tokenizer("all-MiniLM-L6-v2")
-model = load_model("all-MiniLM-L6-v2", num_labels=2)
+tokenizer = load_tokenizer(args.model)
+model = load_model(args.model, num_labels=2)
 ak.add_adapter(model, "cola", ak.BottleneckConfig(bottleneck_dim=64, sharing=3))
 ak.train_adapter(model, "cola")  # frozen backbone; checkpoints now hold only adapter + head
 

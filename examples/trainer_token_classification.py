@@ -23,13 +23,14 @@ parser.add_argument("--train", required=True)
 parser.add_argument("--validation", required=True)
 parser.add_argument("--max-steps", type=int, default=200)
 parser.add_argument("--output", default="runs/trainer-ner")
+parser.add_argument("--model", default="all-MiniLM-L6-v2", help="backbone name or folder")
 args = parser.parse_args()
 
-tokenizer = load_tokenizer("all-MiniLM-L6-v2")
+tokenizer = load_tokenizer(args.model)
 task = load_task_files("token-classification", DataFiles(train=args.train, validation=args.validation),
                        tokenizer, max_seq_len=128)
 print("\n".join(task.notes))
-model = model_for(task.spec, "all-MiniLM-L6-v2")  # token-classification head, tag names in id2label
+model = model_for(task.spec, args.model)  # token-classification head, tag names in id2label
 ak.add_adapter(model, "ner", ak.BottleneckConfig(bottleneck_dim=64, sharing=3))
 ak.train_adapter(model, "ner")
 
