@@ -176,11 +176,15 @@ def quality(spec: str, glue: str, max_length: int, out: dict) -> None:
         proc.wait(60)
 
 
+def threads(n: int | None) -> list[str]:
+    return ["--threads", str(n)] if n else []
+
+
 def timing(args, counts: list[int], concs: list[int], texts: list[str], report: dict, tmp: Path) -> None:
     folder = make_adapter(tmp / "adapter")
     refs = {f"a{i}": str(folder) for i in range(max(counts))}
     t0 = time.perf_counter()
-    proc, url = start_server(refs, "--max-wait-ms", args.max_wait_ms, "--max-length", str(args.max_length))
+    proc, url = start_server(refs, "--max-wait-ms", args.max_wait_ms, "--max-length", str(args.max_length), *threads(args.threads))
     warm(url, list(refs), texts[0])  # every adapter resident before any cell is timed
     server_rss = rss_mb(proc.pid)
     print(f"server with {len(refs)} adapters ready in {time.perf_counter() - t0:.0f} s, RSS {server_rss:.0f} MB", flush=True)
@@ -202,12 +206,14 @@ def timing(args, counts: list[int], concs: list[int], texts: list[str], report: 
         proc.wait(120)
     report["server_rss_mb"] = server_rss
     if args.separate:
-        one, one_url = start_server({"a0": str(folder)}, "--max-wait-ms", args.max_wait_ms, "--max-length", str(args.max_length))
+        one, one_url = start_server({"a0": str(folder)}, "--max-wait-ms", args.max_wait_ms, "--max-length", str(args.max_length),
+                                    *threads(1 if args.threads else None))
         asyncio.run(load({"a0": one_url}, ["a0"], None, texts, 1, 1))
         per = rss_mb(one.pid)
         k = max(1, int(server_rss // per))
         procs = [(one, one_url)] + [start_server({f"a{i}": str(folder)}, "--max-wait-ms", args.max_wait_ms,
-                                                  "--max-length", str(args.max_length)) for i in range(1, k)]
+                                                  "--max-length", str(args.max_length), *threads(1 if args.threads else None))
+                                     for i in range(1, k)]
         try:
             urls = {f"a{i}": u for i, (_, u) in enumerate(procs)}
             for c in concs:
@@ -234,6 +240,8 @@ def main() -> None:
     p.add_argument("--quality-only", action="store_true", help="only the --quality check (no timing: no lock needed)")
     p.add_argument("--glue")
     p.add_argument("--max-length", type=int, default=64)
+    p.add_argument("--threads", type=int, help="torch threads of the adapterkit server (default: torch's choice); "
+                   "with it, each --separate process gets one thread (they are as many processes as fit in memory)")
     p.add_argument("--json")
     args = p.parse_args()
     texts = sentences(args.data)
