@@ -368,3 +368,28 @@ def test_eval_drop_layers_applies_to_runs_on_user_files(tiny_bert_dir, tmp_path,
     assert code == 1 and "--drop-layers must be >= 0" in err and len(err.strip().splitlines()) == 1, err
     with pytest.raises(AdapterkitError, match="full fine-tuning; it has no adapters to drop"):
         drop_for_run(model, {"full_finetune": True}, 1)
+
+
+@needs_data
+def test_python_api_trains_scores_and_predicts_a_tagger(tiny_bert_dir, tmp_path):
+    """The CLI's path from Python: train(TrainConfig(task_type=...)) on CoNLL files, then
+    evaluate_file reproduces the best dev score and the test score, predict_file tags each word."""
+    from adapterkit.config import BottleneckConfig
+    from adapterkit.tasks import DataFiles
+    from adapterkit.tasks.inference import evaluate_file, predict_file
+    from adapterkit.training import TrainConfig, train
+
+    files = fx.conll(DATA, tmp_path / "data")
+    out = tmp_path / "run"
+    data = DataFiles(train=files["train"], validation=files["validation"], test=files["test"])
+    metrics = train(TrainConfig(task_type="token-classification", data=data, model=str(tiny_bert_dir), epochs=1,
+                                batch_size=8, max_seq_len=64, lr=3e-3, output=str(out),
+                                adapter=BottleneckConfig(bottleneck_dim=8)), progress=False, log=lambda line: None)
+    assert metrics["task_type"] == "token-classification" and set(metrics["test"]) >= {"f1", "precision", "recall"}
+    for split, expected in (("dev", metrics["best"]), ("test", metrics["test"])):
+        scores = evaluate_file(out, split=split, note=lambda line: None)
+        assert scores == pytest.approx(expected, abs=1e-6)
+    records = predict_file(out, files["inputs"], note=lambda line: None)
+    sentences = [c for c in Path(files["inputs"]).read_text().split("\n\n") if c.strip() and "-DOCSTART-" not in c]
+    assert [r["words"] for r in records] == [c.split() for c in sentences]
+    assert all(len(r["tags"]) == len(r["words"]) for r in records)
