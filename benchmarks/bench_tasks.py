@@ -11,7 +11,8 @@ writes from the shared data (seeded subsamples, sizes printed and recorded): CoN
 partial train file, model selection on 300 dev questions, scored on other dev questions with
 the official EM/F1 definitions), the Amazon reviews as a user CSV (text, stars: 4 classes).
 The variants are interleaved per seed, so machine load hits all of them alike. The test score
-is of the best validation evaluation's weights, reloaded from the output folder.
+is of the best validation evaluation's weights, reloaded from the output folder. A finished run
+(its metrics.json) is not trained again; --report-only tabulates the finished runs alone.
 """
 from __future__ import annotations
 
@@ -121,6 +122,8 @@ def main() -> None:
     parser.add_argument("--adapter-lr", type=float, default=1e-3)
     parser.add_argument("--full-lr", type=float, default=5e-5)
     parser.add_argument("--out", default="runs/bench_tasks")
+    parser.add_argument("--report-only", action="store_true",
+                        help="tabulate the runs already finished under --out (train nothing)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (on a loaded 2-core machine 1 thread ran a step 5x faster than 2)")
     for key, value in DEFAULTS["conll"].items():
@@ -140,6 +143,8 @@ def main() -> None:
     results: dict[str, list[dict]] = {}
     for seed in [int(s) for s in args.seeds.split(",")]:
         for name in args.variants.split(","):
+            if args.report_only and not (work / f"{name}-s{seed}" / "metrics.json").exists():
+                continue
             results.setdefault(name, []).append(run(name, seed, task_type, files, work, args))
     report(args, task_type, sizes, results)
 
@@ -163,19 +168,21 @@ def report(args, task_type: str, sizes: dict, results: dict) -> None:
     scale = 1.0 if task_type == "extractive-qa" else 100.0
     lines = [f"{args.bench} ({task_type}), all-MiniLM-L6-v2, {sizes}, max_seq_len {args.max_seq_len}, "
              f"{args.epochs} epochs, batch {args.batch_size}, lr adapters {args.adapter_lr} / full {args.full_lr}, "
-             f"seeds {args.seeds}",
+             f"seeds {args.seeds} (finished runs per variant: "
+             + ", ".join(f"{name} {len(runs)}" for name, runs in results.items()) + ")",
              "| variant | trainable params | " + " | ".join(f"test {k} (mean ± sd)" for k in keys)
-             + " | train s per run (median) |",
-             "|---|---:|" + "---:|" * len(keys) + "---:|"]
+             + f" | test {keys[0]} per seed | train s per run (median; per seed) |",
+             "|---|---:|" + "---:|" * len(keys) + "---:|---:|"]
     for name, runs in results.items():
         cells = []
         for key in keys:
             values = [scale * r["test"][key] for r in runs]
-            sd = statistics.stdev(values) if len(values) > 1 else 0.0
-            cells.append(f"{statistics.mean(values):.1f} ± {sd:.1f}")
-        seconds = statistics.median(r["train_seconds"] for r in runs)
+            sd = f" ± {statistics.stdev(values):.1f}" if len(values) > 1 else " (1 seed)"
+            cells.append(f"{statistics.mean(values):.1f}{sd}")
+        seconds = [r["train_seconds"] for r in runs]
+        per_seed = " / ".join(f"{scale * r['test'][keys[0]]:.1f}" for r in runs)
         lines.append(f"| {VARIANTS[name][0]} | {runs[0]['trainable_parameters']:,} | " + " | ".join(cells)
-                     + f" | {seconds:.0f} |")
+                     + f" | {per_seed} | {statistics.median(seconds):.0f} ({' / '.join(f'{t:.0f}' for t in seconds)}) |")
     print("\n".join(lines), flush=True)
     record = Path(args.out) / f"tasks_{args.bench}.json"
     record.parent.mkdir(parents=True, exist_ok=True)
