@@ -38,17 +38,20 @@ def evaluate(model, rows, task, batch_size: int = 128, pad_id: int = 0) -> dict[
 
 RUN_SCHEMA = {"task?": (str, None), "full_finetune?": bool, "model?": (str, None), "max_seq_len?": int,
               "data_dir?": (str, None), "attention?": (str, None), "rsa?": (dict, None),
-              "precision?": str, "backbone_dtype?": str}
+              "precision?": str, "backbone_dtype?": str, "drop_layers?": int, "drop_robust?": bool}
 
 
-def load_run(folder: str | Path, task_name: str | None = None, precision: str | None = None, note=print):
+def load_run(folder: str | Path, task_name: str | None = None, precision: str | None = None, note=print,
+             drop_layers: int | None = None):
     """(model, tokenizer, task, run_config) from an `adapterkit train` output folder or a bare
     adapter folder (then the backbone named in its adapterkit_config.json is used).
 
     The run's precision (or `precision`, when given) is resolved for this machine (fp32 with a
     note where it is not native, see adapterkit.precision) and its backbone dtype applied;
     run_config["precision"] and ["backbone_dtype"] then say what the model runs with: run the
-    forward under `adapterkit.precision.run_autocast(run_config)`."""
+    forward under `adapterkit.precision.run_autocast(run_config)`. AdapterDrop: `drop_layers`, else
+    the run's k (adapterkit.compose.drop.drop_for_run)."""
+    from adapterkit.compose.drop import drop_for_run
     from adapterkit.data import get_task
     from adapterkit.io import load_adapter, read_manifest
 
@@ -82,6 +85,7 @@ def load_run(folder: str | Path, task_name: str | None = None, precision: str | 
         load_combination(model, folder)
     elif not full:
         load_adapter(model, folder, name=task.name)
+    drop_for_run(model, run, drop_layers)
     _apply_precision(model, run, precision, None if full else (None if combined else task.name), note,
                      combined=combined)
     model.eval()

@@ -109,6 +109,10 @@ class TrainConfig:
         if self.lr is not None:
             check_number("lr", self.lr, above=0.0)
         check_number("drop_layers", self.drop_layers, minimum=0, integer=True)
+        if self.drop_robust and not self.drop_layers:
+            raise AdapterkitError("--drop-robust draws k in 0..--drop-layers: give --drop-layers K >= 1")
+        if self.full_finetune and self.drop_layers:
+            raise AdapterkitError("--drop-layers skips adapters; --full-finetune trains none")
         if self.combine is not None:
             from adapterkit.compose.setup import Combination
 
@@ -178,6 +182,10 @@ def _train(cfg: TrainConfig, progress: bool, log) -> dict:
     precision = resolve_precision(cfg.precision, "cpu", cfg.backbone_dtype)  # the loop runs on CPU; refused before work
     out = Path(cfg.output)
     _check_output(out, cfg.resume)
+    if cfg.drop_layers and not (cfg.adapter.targets or {}).get("layers"):  # a custom layer pattern: checked on the built model
+        from adapterkit.compose.drop import check_drop_layers
+
+        check_drop_layers(backbone.skeleton_from_config(backbone.load_config(cfg.model)), cfg.drop_layers)
     tokenizer = backbone.load_tokenizer(cfg.model)
     task = _load_task(cfg, tokenizer)
     torch.manual_seed(cfg.seed)  # every rank initialises adapters and head identically
@@ -249,11 +257,12 @@ def _build_model(task, cfg: TrainConfig):
         else:
             add_adapter(model, task.name, cfg.adapter)
         train_adapter(model, task.name, backbone_dropout=cfg.backbone_dropout)
-    if cfg.drop_layers or cfg.drop_robust:
-        from adapterkit.compose.drop import set_adapter_drop
+    if cfg.drop_layers:
+        from adapterkit.compose.drop import check_drop_layers, set_adapter_drop
 
+        k = check_drop_layers(model, cfg.drop_layers)
         # robust: a random k per training step, evaluated with every adapter (k = 0)
-        set_adapter_drop(model, 0 if cfg.drop_robust else cfg.drop_layers, cfg.drop_layers if cfg.drop_robust else None)
+        set_adapter_drop(model, 0 if cfg.drop_robust else k, k if cfg.drop_robust else None)
     return model
 
 

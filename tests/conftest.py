@@ -87,19 +87,9 @@ _pass_the_data_path()
 @pytest.fixture(scope="session")
 def tiny_bert_dir(tmp_path_factory):
     """A 2-layer, width-32 BERT with the real all-MiniLM-L6-v2 tokenizer, saved as a model folder."""
-    import torch
-    from transformers import BertConfig, BertForSequenceClassification
+    from tests.tiny_models import write_tiny_bert
 
-    from adapterkit.backbone import load_tokenizer
-
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    tokenizer = load_tokenizer(None)
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=128)
-    BertForSequenceClassification(config).save_pretrained(str(folder))
-    tokenizer.save_pretrained(str(folder))
-    return folder
+    return write_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
 
 
 @pytest.fixture(scope="session")

@@ -244,7 +244,7 @@ def test_split_by_segments_without_token_types_is_a_clear_error():
 # --- AdapterDrop ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("sharing", SHARINGS)
-def test_adapter_drop_zero_is_the_plain_model_and_all_layers_the_bare_backbone(sharing):
+def test_adapter_drop_zero_is_the_plain_model_and_k_skips_the_lowest_layers(sharing):
     model, inputs = _model_with(("a", ak.BottleneckConfig(bottleneck_dim=8, sharing=sharing)))
     ak.set_active(model, ["a"])
     plain = _logits(model, inputs)
@@ -253,10 +253,23 @@ def test_adapter_drop_zero_is_the_plain_model_and_all_layers_the_bare_backbone(s
     ak.set_active(model, ["a"])
     set_adapter_drop(model, 0)
     assert torch.equal(_logits(model, inputs), plain)
-    set_adapter_drop(model, 4)
-    assert torch.equal(_logits(model, inputs), bare)
-    set_adapter_drop(model, 2)
-    assert not torch.equal(_logits(model, inputs), plain) and not torch.equal(_logits(model, inputs), bare)
+    for k in (2, 3):  # 3: only the top layer's adapter runs
+        set_adapter_drop(model, k)
+        assert not torch.equal(_logits(model, inputs), plain) and not torch.equal(_logits(model, inputs), bare)
+
+
+@pytest.mark.parametrize("k, robust_max", [(4, None), (99, None), (-1, None), (0, 4), (1.5, None)])
+def test_adapter_drop_refuses_a_k_outside_the_layers_and_changes_nothing(k, robust_max):
+    from adapterkit.compose import adapter_drop
+
+    model, inputs = _model_with(("a", ak.BottleneckConfig(bottleneck_dim=8)))  # 4 layers
+    ak.set_active(model, ["a"])
+    set_adapter_drop(model, 1)
+    before = _logits(model, inputs)
+    with pytest.raises(ak.AdapterkitError, match="the model has 4 layers; use 0..3" if k != -1 and k != 1.5 else "k must be"):
+        set_adapter_drop(model, k, robust_max)
+    assert adapter_drop(model) == 1 and not model._forward_pre_hooks
+    assert torch.equal(_logits(model, inputs), before)
 
 
 def test_adapter_drop_k_equals_leaving_those_layers_out():
@@ -297,14 +310,14 @@ def test_robust_adapter_drop_draws_k_per_training_forward_and_keeps_k_in_eval():
 
     model, inputs = _model_with(("a", ak.BottleneckConfig(bottleneck_dim=8)))
     ak.set_active(model, ["a"])
-    set_adapter_drop(model, 1, robust_max=4)
+    set_adapter_drop(model, 1, robust_max=3)
     model.train()
     torch.manual_seed(0)
     seen = set()
     for _ in range(40):
         model(**inputs)
         seen.add(adapter_drop(model))
-    assert seen == {0, 1, 2, 3, 4}
+    assert seen == {0, 1, 2, 3}
     model.eval()
     model(**inputs)
     assert adapter_drop(model) == 1

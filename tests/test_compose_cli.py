@@ -47,7 +47,56 @@ def test_train_with_drop_layers_leaves_the_lowest_adapters_untrained(tiny_bert_d
     metrics = json.loads((out / "metrics.json").read_text())
     printed = _run("eval", "--adapter", out, "--data-dir", glue_dir)
     assert f"matthews_correlation: {metrics['best']['matthews_correlation']:.4f}" in printed
-    _run("eval", "--adapter", out, "--data-dir", glue_dir, "--drop-layers", 2)  # any k at inference
+    _run("eval", "--adapter", out, "--data-dir", glue_dir, "--drop-layers", 0)  # another k at inference
+    from adapterkit.compose import adapter_drop
+    from adapterkit.evaluation import load_run
+
+    assert adapter_drop(load_run(out, note=lambda _: None)[0]) == 1  # eval and predict run at the run's k
+
+
+@pytest.mark.parametrize("command", ["train", "fuse", "eval"])
+@pytest.mark.parametrize("k", [2, 99])
+def test_drop_layers_beyond_the_model_is_refused_before_any_work(capsys, tiny_bert_dir, glue_dir, tmp_path, command, k):
+    from tests.test_reliability_cli import refused
+
+    missing = tmp_path / "no-data"  # a refusal after loading the data would name this folder instead
+    args = {"train": ["train", "--task", "cola", "--model", tiny_bert_dir, "--data-dir", missing, "--output", tmp_path / "out"],
+            "fuse": ["fuse", "--adapters", f"{tmp_path / 'a'},{tmp_path / 'b'}", "--task", "rte", "--model", tiny_bert_dir,
+                     "--data-dir", missing, "--output", tmp_path / "out"],
+            "eval": ["eval", "--adapter", _drop_run(tiny_bert_dir, glue_dir, tmp_path), "--data-dir", missing]}[command]
+    refused(capsys, *args, "--drop-layers", k, match=f"--drop-layers {k}: the model has 2 layers; use 0..1")
+    assert not (tmp_path / "out").exists()
+
+
+def _drop_run(model, glue_dir, tmp_path):
+    out = tmp_path / "run"
+    _run("train", "--task", "cola", "--model", model, "--data-dir", glue_dir, "--output", out, "--bottleneck", 8,
+         "--drop-layers", 1, "--max-steps", 1, "--epochs", 1, "--batch-size", 8, "--max-seq-len", 32, "--quiet")
+    return out
+
+
+def test_runs_on_user_files_keep_their_drop_layers_at_inference(capsys, tiny_bert_dir, tmp_path):
+    from adapterkit.compose import adapter_drop
+    from adapterkit.tasks.heads import load_for_inference
+    from tests.test_reliability_cli import refused
+
+    (tmp_path / "t.tsv").write_text("text\tlabel\n" + "".join(f"a cat {i}\t{'yes' if i % 2 else 'no'}\n" for i in range(20)))
+    out = tmp_path / "run"
+    _run("train", "--task-type", "classification", "--model", tiny_bert_dir, "--train-file", tmp_path / "t.tsv",
+         "--output", out, "--max-steps", 1, "--bottleneck", 4, "--drop-layers", 1, "--quiet")
+    assert adapter_drop(load_for_inference(out, note=lambda _: None)[0]) == 1  # eval, predict and a test file's score
+    assert adapter_drop(load_for_inference(out, note=lambda _: None, drop_layers=0)[0]) == 0
+    assert "accuracy" in _run("eval", "--adapter", out, "--file", tmp_path / "t.tsv", "--drop-layers", 0)  # was ignored
+    refused(capsys, "eval", "--adapter", out, "--drop-layers", 2, match="--drop-layers 2: the model has 2 layers")
+
+
+def test_drop_robust_needs_drop_layers_and_full_finetune_refuses_them():
+    from adapterkit.training import TrainConfig
+
+    with pytest.raises(ak.AdapterkitError, match="give --drop-layers K >= 1"):
+        TrainConfig(drop_robust=True)
+    with pytest.raises(ak.AdapterkitError, match="--full-finetune trains none"):
+        TrainConfig(full_finetune=True, drop_layers=1)
 
 
 @pytest.mark.parametrize("composition, extra", [("fusion", ("--fusion-sharing", "all")), ("average", ("--weights", "0.7,0.3")),
@@ -108,10 +157,14 @@ _SMALL = {"train": ("--max-steps", 2, "--epochs", 1, "--batch-size", 8, "--max-s
 
 
 @pytest.mark.slow
-def test_readme_combining_commands_run_as_written(tiny_bert_dir, glue_dir, tmp_path, monkeypatch):
+def test_readme_combining_commands_run_as_written(glue_dir, tmp_path, monkeypatch):
     import re
     import shlex
     from pathlib import Path
+
+    from tests.tiny_models import write_tiny_bert
+
+    tiny_bert_dir = write_tiny_bert(tmp_path / "tiny-bert6", layers=6)  # all-MiniLM-L6-v2's depth: --drop-layers 4
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     section = readme[readme.index("## Combining adapters"):]

@@ -61,3 +61,19 @@ def layers_per_stack(family: str) -> list[int]:
     if family == "albert":
         return [1]  # ALBERT shares one layer across depth: one adapted layer, applied 4 times
     return [4]
+
+
+def write_tiny_bert(folder, layers: int = 2):
+    """A width-32 BERT with `layers` layers and the real all-MiniLM-L6-v2 tokenizer in `folder`."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from adapterkit.backbone import load_tokenizer
+
+    tokenizer = load_tokenizer(None)
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=layers, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128)
+    BertForSequenceClassification(config).save_pretrained(str(folder))
+    tokenizer.save_pretrained(str(folder))
+    return folder

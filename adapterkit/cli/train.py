@@ -143,13 +143,9 @@ def eval_(
     from adapterkit.data import encode, load_glue
     from adapterkit.evaluation import evaluate, load_run
     from adapterkit.backbone import check_positions
-    from adapterkit.compose.drop import drop_for_run
-    from adapterkit.config import check_number
     from adapterkit.precision import run_autocast
 
-    _check_sizes(max_seq_len, batch_size)
-    if drop_layers is not None:
-        check_number("--drop-layers", drop_layers, minimum=0, integer=True)
+    _check_sizes(max_seq_len, batch_size, drop_layers)
     if task is None and _file_task(adapter):
         from adapterkit.tasks.inference import evaluate_file
 
@@ -158,9 +154,8 @@ def eval_(
             typer.echo(f"{key}: {value:.4f}")
         return
 
-    model, tokenizer, task_, run = load_run(adapter, task, precision, note=typer.echo)
+    model, tokenizer, task_, run = load_run(adapter, task, precision, note=typer.echo, drop_layers=drop_layers)
     check_positions(model, max_seq_len or run.get("max_seq_len", 128))
-    drop_for_run(model, run, drop_layers)
     rows = encode(load_glue(task_, split, data_dir or run.get("data_dir")), tokenizer, task_,
                   max_seq_len or run.get("max_seq_len", 128))
     with run_autocast(run):
@@ -239,12 +234,15 @@ def predict(
     typer.echo(f"wrote {len(records)} predictions to {output}")
 
 
-def _check_sizes(max_seq_len: int | None, batch_size: int) -> None:
+def _check_sizes(max_seq_len: int | None, batch_size: int, drop_layers: int | None = None) -> None:
+    """Before any loading (--drop-layers' upper bound is checked once the model is known)."""
     from adapterkit.config import check_number
 
     if max_seq_len is not None:
         check_number("--max-seq-len", max_seq_len, minimum=2, integer=True)
     check_number("--batch-size", batch_size, minimum=1, integer=True)
+    if drop_layers is not None:
+        check_number("--drop-layers", drop_layers, minimum=0, integer=True)
 
 
 def _with_inputs(given: dict[str, list], text_columns, id_name: str | None, i: int) -> dict:
