@@ -1,6 +1,6 @@
 """The one validation layer for files adapterkit reads, and the one check for paths it writes.
 
-Reading: `read_text` (a size cap, UTF-8 with a clear message, never a folder), `read_json`
+Reading: `require_file` (an existing file, not a folder), `read_text` (a size cap, UTF-8 with a clear message, never a folder), `read_json`
 (also: JSON depth capped, the shape checked against a small schema), `read_manifest_json`
 (versioned manifests), `safetensors_header` (checked exactly as the safetensors library checks
 it) and `read_safetensors`. Writing: `check_output` refuses to destroy an input or, without
@@ -48,6 +48,16 @@ def read_bytes(path: str | os.PathLike, what: str = "file", max_bytes: int = MAX
         raise FileFormatError(f"{path}: permission denied (reading {what})") from None
     except OSError as e:
         raise FileFormatError(f"{path}: cannot read {what} ({e.strerror or e})") from None
+
+
+def require_file(path: str | os.PathLike, what: str = "data file") -> Path:
+    """`path` when it is an existing file; a folder or a missing path is one error naming it."""
+    path = Path(path)
+    if path.is_dir():
+        raise FileFormatError(f"{path}: is a folder, not a file ({what})")
+    if not path.is_file():
+        raise FileFormatError(f"{what} {path} does not exist")
+    return path
 
 
 def decode_text(data: bytes, path: str | os.PathLike, what: str = "file") -> str:

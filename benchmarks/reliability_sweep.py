@@ -2,10 +2,12 @@
 
     PYTHONPATH=$PWD:$PWD/hub python3 benchmarks/reliability_sweep.py [--only WORD] [--json OUT]
 
-Builds a tiny BERT, a tiny GLUE-layout folder and one trained run in a temporary folder (no
-download), then runs each case in this process through `adapterkit.cli.main` (the CLI's one
+Builds a tiny BERT and GPT-2, a tiny GLUE-layout folder, one trained GLUE run and one run per
+task type on small files of its own (benchmarks/reliability_sweep_tasks.py) in a temporary
+folder (no download), then runs each case in this process through `adapterkit.cli.main` (the CLI's one
 error path) with a 60 s alarm. A case passes when the command is refused with exit status 1 and
-an `error:` line last (warnings may precede it) or click's usage error (exit 2), and no traceback. Printed: one line per
+an `error:` line last (warnings may precede it) or click's usage error (exit 2), no traceback, and
+every file the case names as kept (an existing output, the input) unchanged. Printed: one line per
 failing case and a summary count; with --json, every case's outcome.
 """
 from __future__ import annotations
@@ -24,7 +26,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "hub")]
+sys.path[:0] = [str(ROOT), str(ROOT / "hub"), str(ROOT / "benchmarks")]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
@@ -66,25 +68,19 @@ def run(args: list) -> dict:
 
 
 def fixtures(tmp: Path) -> dict:
-    import torch
-    from transformers import BertConfig, BertForSequenceClassification
-
-    from adapterkit.backbone import load_tokenizer
+    from reliability_sweep_tasks import task_runs
     from tests.glue_fixtures import write_glue_fixture
+    from tests.tiny_models import write_tiny_bert
 
-    model = tmp / "model"
-    tokenizer = load_tokenizer(None)
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=128)
-    BertForSequenceClassification(config).save_pretrained(str(model))
-    tokenizer.save_pretrained(str(model))
+    model = write_tiny_bert(tmp / "model")  # 2 layers, width 32
     glue = write_glue_fixture(tmp / "glue", tasks=("rte", "sst2"))
     run_dir = tmp / "run"
     result = run(["train", "--task", "rte", "--model", model, "--data-dir", glue, "--output", run_dir, "--max-steps", 2,
                   "--epochs", 1, "--batch-size", 8, "--max-seq-len", 32, "--bottleneck", 4, "--quiet"])
     assert result["code"] == 0, result
-    return {"model": model, "glue": glue, "run": run_dir}
+    files, runs = task_runs(run, model, tmp)
+    return {"model": model, "glue": glue, "run": run_dir, "task_files": files, "task_runs": runs,
+            "gpt2": tmp / "tiny-gpt2"}
 
 
 def corrupt_copies(src: Path, tmp: Path, name: str, contents: dict[str, bytes]) -> list[Path]:
@@ -140,7 +136,7 @@ def cases(f: dict, tmp: Path) -> list[tuple[str, list]]:
                          "--bottleneck": ["0", "-3"], "--sharing": ["0", "x"], "--strategy": ["bogus"],
                          "--compression": ["bogus", "topk:2"], "--bucket-mb": ["0", "nan"], "--nproc": ["0"],
                          "--nnodes": ["0"], "--layers": ["top0", "x"], "--leave-out": ["a"], "--push": ["bad ref!", "a/b@v1"],
-                         "--task": ["bogus"], "--attention": ["flash"]}.items():
+                         "--task": ["bogus"], "--attention": ["flash"], "--drop-layers": ["-1", "2", "99"]}.items():
         for v in values:
             args = [a for a in train]
             if flag in args:
@@ -151,6 +147,9 @@ def cases(f: dict, tmp: Path) -> list[tuple[str, list]]:
             c.append((f"train {flag} {v}", args + ["--output", out()]))
     for v in ("nan", "inf", "0"):
         c.append((f"train --reduction-factor {v}", [a for a in train if a not in ("--bottleneck", 4)] + ["--reduction-factor", v, "--output", out()]))
+    c.append(("train --drop-robust without --drop-layers", train + ["--drop-robust", "--output", out()]))
+    c.append(("train --full-finetune --drop-layers 1", [a for a in train if a not in ("--bottleneck", 4)] +
+              ["--full-finetune", "--drop-layers", 1, "--output", out()]))
     c.append(("train --attention rsa --rsa-density nan", train + ["--attention", "rsa", "--rsa-density", "nan", "--output", out()]))
     c.append(("train --output under a file", train + ["--output", a_file / "run"]))
     c.append(("train --output is a file", train + ["--output", a_file]))
@@ -174,6 +173,8 @@ def cases(f: dict, tmp: Path) -> list[tuple[str, list]]:
     # eval / predict
     for flag, v in (("--max-seq-len", "0"), ("--max-seq-len", "100000"), ("--batch-size", "0")):
         c.append((f"eval {flag} {v}", ["eval", "--adapter", R, "--data-dir", G, flag, v]))
+    for v in ("-1", "2", "99"):
+        c.append((f"eval --drop-layers {v}", ["eval", "--adapter", R, "--data-dir", G, "--drop-layers", v]))
         c.append((f"predict {flag} {v}", ["predict", "--adapter", R, "--input", inputs, "--output", out() / "p.jsonl", flag, v]))
     for label, path in (("binary", binary), ("deep", deep), ("folder", empty_dir), ("missing", tmp / "nope.jsonl")):
         target = path if path.suffix in (".jsonl", ".tsv") or path.is_dir() else tmp / f"in-{label}.jsonl"
@@ -181,6 +182,11 @@ def cases(f: dict, tmp: Path) -> list[tuple[str, list]]:
             shutil.copy(path, target)
         c.append((f"predict --input {label}", ["predict", "--adapter", R, "--input", target, "--output", out() / "p.jsonl"]))
     c.append(("predict --output a folder", ["predict", "--adapter", R, "--input", inputs, "--output", empty_dir]))
+    existing = tmp / "pred-existing.jsonl"
+    existing.write_text("keep me\n")
+    c.append(("predict --output exists", ["predict", "--adapter", R, "--input", inputs, "--output", existing], [existing]))
+    c.append(("predict --output == --input", ["predict", "--adapter", R, "--input", inputs, "--output", inputs, "--overwrite"],
+              [inputs]))
     c.append(("predict --output under a file", ["predict", "--adapter", R, "--input", inputs, "--output", a_file / "p.jsonl"]))
     c.append(("eval --adapter a file", ["eval", "--adapter", a_file]))
     good_cfg = (R / "adapterkit_config.json").read_bytes()
@@ -264,7 +270,9 @@ def cases(f: dict, tmp: Path) -> list[tuple[str, list]]:
     c.append(("multitask predict missing model", ["multitask", "predict", "--model", tmp / "nope", "--input", inputs, "--output", out() / "p.jsonl"]))
     c += multitask_cases(T, G, R, tmp, out)
     c += serve_cases(T, tmp, binary, empty_dir)
-    c += task_type_cases(T, tmp, binary, deep, out)
+    from reliability_sweep_tasks import task_type_cases
+
+    c += task_type_cases(T, f["gpt2"], f["task_files"], f["task_runs"], tmp, out)
     c += compose_cases(T, G, R, tmp, out)
     return c
 
@@ -294,6 +302,7 @@ def compose_cases(T, G, R, tmp: Path, out) -> list[tuple[str, list]]:
         c.append((f"fuse {flag} {v}", args + ["--output", out()]))
     c.append(("fuse --composition average --weights 1", fuse + ["--composition", "average", "--weights", "1", "--output", out()]))
     c.append(("fuse --output under a file", fuse + ["--output", tmp / "a-file.txt" / "x"]))
+    c.append(("fuse --output holds a run", fuse + ["--output", R], [R / "adapterkit_weights.safetensors", R / "metrics.json"]))
     merge = ["merge", "--adapters", both, "--model", T]
     for flag, v in (("--method", "bogus"), ("--weights", "x"), ("--weights", "nan,1"), ("--weights", "1"), ("--density", "nan"),
                     ("--density", "2"), ("--density", "0"), ("--drop", "1"), ("--drop", "-0.5"), ("--drop", "nan"),
@@ -306,6 +315,10 @@ def compose_cases(T, G, R, tmp: Path, out) -> list[tuple[str, list]]:
             args += [flag, v]
         c.append((f"merge {flag} {v}", args + ["--output", out()]))
     c.append(("merge --output == an input", merge + ["--output", R]))
+    taken = tmp / "merge-taken"
+    taken.mkdir()
+    (taken / "keep.txt").write_text("keep me")
+    c.append(("merge --output exists", merge + ["--output", taken], [taken / "keep.txt"]))
     c.append(("merge --output under a file", merge + ["--output", tmp / "a-file.txt" / "x"]))
     return c
 
@@ -347,31 +360,6 @@ def serve_cases(T, tmp: Path, binary: Path, empty_dir: Path) -> list[tuple[str, 
     c.append(("serve --max-length beyond positions", ["serve", "--model", T, "--max-length", 100000]))
     c.append(("serve --adapter missing folder", ["serve", "--model", T, "--adapter", f"a={tmp / 'nope'}", "--port", 1]))
     c.append(("serve --adapter corrupt folder", ["serve", "--model", T, "--adapter", f"a={tmp / 'run-adapterkit_config.json-binary'}", "--port", 1]))
-    return c
-
-
-def task_type_cases(T, tmp: Path, binary: Path, deep: Path, out) -> list[tuple[str, list]]:
-    """Task types (train --task-type with data files), when this build has them."""
-    import typer.main
-
-    from adapterkit.cli import _register_all, app
-
-    _register_all()
-    train_params = {o for p in typer.main.get_command(app).commands["train"].params for o in p.opts}
-    if "--task-type" not in train_params:
-        return []
-    from adapterkit.tasks.registry import task_type_names
-
-    good = tmp / "tt-train.jsonl"
-    good.write_text("".join(json.dumps({"text": f"a b {i}", "label": "x" if i % 2 else "y"}) + "\n" for i in range(8)))
-    c = []
-    for name in task_type_names():
-        base = ["train", "--task-type", name, "--model", T, "--max-steps", 1, "--batch-size", 4, "--max-seq-len", 32,
-                "--bottleneck", 4, "--quiet"]
-        for label, data in (("binary", binary), ("deep", deep), ("missing", tmp / "nope.jsonl"), ("folder", tmp / "empty-dir")):
-            c.append((f"train --task-type {name} --train-file {label}", base + ["--train-file", data, "--output", out()]))
-        c.append((f"train --task-type {name} wrong columns", base + ["--train-file", good, "--output", out()]))
-    c.append(("train --task-type bogus", ["train", "--task-type", "bogus", "--model", T, "--train-file", good, "--output", out()]))
     return c
 
 
@@ -446,6 +434,16 @@ def hub_server_outcomes(R: Path, tmp: Path) -> list[dict]:
     return results
 
 
+def checked(name: str, argv: list, keep: tuple = ()) -> dict:
+    """The case's outcome; a file in `keep` whose bytes changed fails it (data loss)."""
+    before = {path: path.read_bytes() for path in keep}
+    outcome = {"case": name, **run(argv)}
+    changed = [str(path) for path, data in before.items() if not path.is_file() or path.read_bytes() != data]
+    if changed:
+        outcome.update(ok=False, stderr=f"changed: {', '.join(changed)}; " + outcome["stderr"])
+    return outcome
+
+
 def _later(fn, *args):
     yield from fn(*args)  # run after the CLI cases
 
@@ -459,7 +457,7 @@ def main() -> None:
         tmp = Path(tmp)
         f = fixtures(tmp)
         results = []
-        outcomes = ({"case": name, **run(argv)} for name, argv in cases(f, tmp) if not args.only or args.only in name)
+        outcomes = (checked(*case) for case in cases(f, tmp) if not args.only or args.only in case[0])
         if not args.only or "hub http" in args.only:
             outcomes = itertools.chain(outcomes, _later(hub_server_outcomes, f["run"], tmp))
         for outcome in outcomes:

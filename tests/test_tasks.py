@@ -4,6 +4,7 @@ one line; tag schemes, SQuAD scores and the loop's accumulation and early stoppi
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -205,9 +206,42 @@ def test_flag_mistakes_give_one_line(tmp_path, capsys):
                           (["--task-type", "multilabel", "--train-file", "x.csv", "--threshold", "nan"],
                            "threshold must be a finite number"),
                           (["--task-type", "extractive-qa", "--train-file", "x.json", "--doc-stride", "0"],
-                           "doc_stride must be >= 1")]:
+                           "doc_stride must be >= 1"),
+                          (["--task", "rte", "--task-type", "classification", "--train-file", "x.csv"],
+                           "--task rte (a GLUE task) and --task-type classification (your files) exclude each other")]:
         code, _, err = cli(capsys, "train", *args, "--output", tmp_path / "run")
         assert code == 1 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("labels", [["a", "b"] * 6, ["a"] * 11 + ["b"], list("abcdefghijkl")])
+def test_held_out_validation_is_never_empty(labels):
+    import datasets
+
+    from adapterkit.tasks.load import hold_out
+
+    raw = datasets.Dataset.from_dict({"i": list(range(12)), "label": labels})
+    train, dev = hold_out(raw, "label", 0.1, seed=0)  # round(1.2) = 1 row; per label round(0.5) = 0 rows
+    assert len(dev) == 1 and len(train) == 11 and sorted([*train["i"], *dev["i"]]) == list(range(12))
+
+
+def test_eval_and_predict_of_a_file_run_refuse_what_they_would_ignore(tiny_bert_dir, tmp_path, capsys):
+    rows = "".join(f"r{i}\ta cat {i}\t{'yes' if i % 2 else 'no'}\n" for i in range(12))
+    (tmp_path / "t.tsv").write_text("key\ttext\tlabel\n" + rows)
+    out = tmp_path / "run"
+    code, _, err = cli(capsys, "train", "--task-type", "classification", "--model", tiny_bert_dir, "--train-file",
+                       tmp_path / "t.tsv", "--output", out, "--max-steps", 1, "--bottleneck", 4, "--quiet")
+    assert code == 0, err
+    for args, message in [(["eval", "--split", "bogus"], "--split 'bogus': use dev, train or test"),
+                          (["eval", "--split", "test"], "the run has no test file; pass --file"),
+                          (["predict", "--input", tmp_path / "t.tsv", "--output", tmp_path / "p.jsonl", "--id-column", "nope"],
+                           "no id column 'nope'")]:
+        code, _, err = cli(capsys, *args, "--adapter", out)
+        assert code == 1 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "p.jsonl").exists()
+    code, _, err = cli(capsys, "predict", "--adapter", out, "--input", tmp_path / "t.tsv", "--output", tmp_path / "p.jsonl",
+                       "--id-column", "key")
+    assert code == 0, err
+    assert [json.loads(line)["key"] for line in (tmp_path / "p.jsonl").read_text().splitlines()] == [f"r{i}" for i in range(12)]
 
 
 def test_tag_schemes_are_read_as_their_entities():
@@ -232,6 +266,12 @@ def test_tag_schemes_are_read_as_their_entities():
 
     with pytest.raises(AdapterkitError, match="not part of the iob2 scheme"):
         normalise([bioes], "iob2", "f")
+    for tags, scheme, shown in ((["B-PER", "O"], "bioes", "B-PER O"), (["S-PER", "I-PER"], "bioes", "S-PER I-PER"),
+                                (["B-PER", "I-PER"], "bioes", "B-PER I-PER (end)"), (["B-PER", "E-LOC"], "bioes", "B-PER E-LOC"),
+                                (["O", "I-PER"], "iob2", "O I-PER"), (["B-PER", "I-LOC"], "iob2", "B-PER I-LOC")):
+        with pytest.raises(AdapterkitError, match=f"f.txt:3: tags '{re.escape(shown)}' break the {scheme} scheme"):
+            normalise([["O"], tags], scheme, "f.txt", ["f.txt:1", "f.txt:3"])
+    assert normalise([["I-PER", "O", "I-LOC"]], "iob1", "f")[0] == [["B-PER", "O", "B-LOC"]]  # IOB1: any sequence
 
 
 def test_squad_scores_follow_the_official_definitions():

@@ -19,7 +19,7 @@ def register(app: typer.Typer) -> None:
 
 
 def train(
-    task: Annotated[str, typer.Option("--task", help="GLUE task: cola, sst2, mrpc, rte, stsb, qqp, qnli, mnli.")] = "cola",
+    task: Annotated[Optional[str], typer.Option("--task", help="GLUE task: cola, sst2, mrpc, rte, stsb, qqp, qnli, mnli. Default: cola (without --task-type).")] = None,
     model: opt.ModelOpt = None,
     sharing: opt.SharingOpt = "1",
     bottleneck: opt.BottleneckOpt = None,
@@ -85,13 +85,17 @@ def train(
     from adapterkit.dist import maybe_launch
     from adapterkit.training import TrainConfig, train as run_training
 
+    from adapterkit.errors import AdapterkitError
+
     # every setting is checked here, before workers start or anything is trained
+    if task is not None and task_type is not None:
+        raise AdapterkitError(f"--task {task} (a GLUE task) and --task-type {task_type} (your files) exclude each other")
     adapter = opt.adapter_config(sharing, bottleneck, reduction_factor, placement, layers, leave_out, train_layer_norms)
     data = topt.data_files(task_type, train_file, validation_file, test_file, text_column, text_pair_column,
                            label_column, tag_scheme, validation_fraction)
     options = dict(threshold=threshold, doc_stride=doc_stride, max_answer_length=max_answer_length, n_best=n_best,
                    max_new_tokens=max_new_tokens)
-    cfg = TrainConfig(task=task, model=model, adapter=adapter, full_finetune=full_finetune, epochs=epochs,
+    cfg = TrainConfig(task=task or "cola", model=model, adapter=adapter, full_finetune=full_finetune, epochs=epochs,
                       max_steps=max_steps, lr=lr, batch_size=batch_size, max_seq_len=max_seq_len, seed=seed,
                       data_dir=data_dir, output=output, resume=resume, init_adapter=init_adapter,
                       attention=_attention(attention), rsa=_rsa(attention, rsa_density, rsa_block_size, seed),
@@ -146,6 +150,10 @@ def eval_(
     from adapterkit.precision import run_autocast
 
     _check_sizes(max_seq_len, batch_size, drop_layers)
+    if split not in ("dev", "validation", "train", "test"):
+        from adapterkit.errors import AdapterkitError
+
+        raise AdapterkitError(f"--split {split!r}: use dev, train or test")
     if task is None and _file_task(adapter):
         from adapterkit.tasks.inference import evaluate_file
 
@@ -207,7 +215,7 @@ def predict(
     if task is None and _file_task(adapter):
         from adapterkit.tasks.inference import predict_file
 
-        records = predict_file(adapter, input, batch_size, max_seq_len, precision, typer.echo)
+        records = predict_file(adapter, input, batch_size, max_seq_len, precision, typer.echo, id_column)
         _write_predictions(output, records)
         typer.echo(f"wrote {len(records)} predictions to {output}")
         return

@@ -25,9 +25,9 @@ SINGLE_COLUMNS = ("sentence", "text", "text_a")
 def iter_records(path: str | Path, headerless: Sequence[str] | None = None) -> Iterator[tuple[int, dict]]:
     """Yield (line number, record) for each row of a TSV or JSONL file (`headerless`: column
     names for a TSV without a header line, see `_iter_tsv`)."""
-    path = Path(path)
-    if not path.is_file():
-        raise AdapterkitError(f"input file {path} does not exist")
+    from adapterkit.files import require_file
+
+    path = require_file(path, "input file")
     suffix = path.suffix.lower()
     if suffix in JSONL_SUFFIXES:
         yield from _iter_jsonl(path)
@@ -188,9 +188,9 @@ def read_table(path: str | Path):
     local loaders (nothing is downloaded). CSV/TSV cells are read as strings (empty cells stay
     ""). A file the loader cannot parse gives one line naming the file and, where the parser
     or a line-by-line check can tell, the line."""
-    path = Path(path)
-    if not path.is_file():
-        raise AdapterkitError(f"data file {path} does not exist")
+    from adapterkit.files import require_file
+
+    path = require_file(path)
     suffix = path.suffix.lower()
     if suffix not in TABLE_LOADERS:
         raise AdapterkitError(f"{path}: unknown file type {suffix!r}; use .csv, .tsv, .jsonl, .json or .parquet")
@@ -222,8 +222,10 @@ def _string_features(path: Path, sep: str, quoting: int):
 
     import datasets
 
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        header = next(csv.reader(f, delimiter=sep, quoting=quoting), None)
+    from adapterkit.files import text_lines
+
+    first = next(text_lines(path, "a data file", newline=""), (1, ""))[1]  # UTF-8 checked, the file named
+    header = next(csv.reader([first], delimiter=sep, quoting=quoting), None)
     if not header:
         raise AdapterkitError(f"{path}: file is empty (expected a header line)")
     if len(set(header)) != len(header):
@@ -245,6 +247,8 @@ def _load_error(path: Path, suffix: str, error: Exception) -> str:
     while cause.__cause__ is not None or cause.__context__ is not None:
         cause = cause.__cause__ or cause.__context__
     message = str(cause).strip().splitlines()[-1] if str(cause).strip() else type(cause).__name__
+    if "corresponds to no data" in message:  # the loaders' words for a header without rows
+        return f"{path}: no rows (only a header?)"
     found = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", message)
     if found:
         want, line, got = found.groups()

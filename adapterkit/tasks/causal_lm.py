@@ -10,8 +10,6 @@ up to the spec's max_new_tokens from each prompt.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 from adapterkit.errors import AdapterkitError
 from adapterkit.tasks.registry import register_task_type
 
@@ -118,11 +116,11 @@ def read_examples(path, spec, notes: list[str], responses: bool):
     from adapterkit.data.user_files import iter_records
     from adapterkit.tasks.sequence import guess_column
 
-    path = Path(path)
-    if not path.is_file():
-        raise AdapterkitError(f"data file {path} does not exist")
+    from adapterkit.files import require_file, text_lines
+
+    path = require_file(path)
     if path.suffix.lower() == ".txt":
-        lines = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+        lines = [line.strip() for _, line in text_lines(path, "a text file") if line.strip()]
         if not lines:
             raise AdapterkitError(f"{path}: no text")
         return datasets.Dataset.from_dict({"prompt": [""] * len(lines), "response": lines} if responses

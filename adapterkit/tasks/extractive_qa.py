@@ -141,9 +141,9 @@ def read_questions(path, answers: bool):
     """Questions as a Dataset with id, question, context[, answers {"text", "answer_start"}]."""
     import datasets
 
-    path = Path(path)
-    if not path.is_file():
-        raise AdapterkitError(f"data file {path} does not exist")
+    from adapterkit.files import require_file
+
+    path = require_file(path)
     rows = list(_squad_rows(path) if _is_squad_json(path) else _jsonl_rows(path))
     if not rows:
         raise AdapterkitError(f"{path}: no questions")

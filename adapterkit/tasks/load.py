@@ -95,7 +95,9 @@ def hold_out(raw, stratify_column: str | None, fraction: float, seed: int):
     keys = [str(v) for v in raw[stratify_column]] if stratify_column else ["all"] * n
     train_idx, dev_idx = stratified_split(keys, [n - n_dev, n_dev], seed=seed)
     rest = sorted(set(range(n)) - set(train_idx) - set(dev_idx))  # rounding leftovers stay in train
-    return raw.select(sorted(train_idx + rest)), raw.select(dev_idx)
+    moved = (rest + train_idx)[: n_dev - len(dev_idx)]  # per-label rounding can leave few rows' split short (even empty)
+    dev_idx = sorted(dev_idx + moved)
+    return raw.select(sorted(set(train_idx + rest) - set(moved))), raw.select(dev_idx)
 
 
 def read_for_predict(task_type: str, spec: TaskSpec, path, tokenizer, max_seq_len: int) -> Split:

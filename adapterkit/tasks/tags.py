@@ -17,43 +17,46 @@ from adapterkit.errors import AdapterkitError
 
 SCHEMES = ("iob1", "iob2", "bioes")
 PREFIXES = {"iob1": "BI", "iob2": "BI", "bioes": "BIES"}
+RULES = {"iob2": "I-X only inside an X entity; IOB1 files: --tag-scheme iob1",
+         "bioes": "an entity is S-X, or B-X, I-X..., E-X"}
 TOKEN_GUESSES = ("tokens", "words")
 TAG_GUESSES = ("tags", "ner_tags", "labels", "label")
 
 
 def read_tagged(path, tag_column: str | None = None, token_column: str | None = None) -> list[tuple[list[str], list[str], str]]:
     """[(words, tags, where)] from a CoNLL column file or a JSONL file (where = file:line)."""
-    path = Path(path)
-    if not path.is_file():
-        raise AdapterkitError(f"data file {path} does not exist")
+    from adapterkit.files import require_file
+
+    path = require_file(path)
     if path.suffix.lower() in (".jsonl", ".json"):
         return _read_jsonl(path, tag_column, token_column)
     return _read_conll(path)
 
 
 def _read_conll(path: Path):
+    from adapterkit.files import text_lines
+
     sentences, words, tags, start, width = [], [], [], 0, None
-    with open(path, encoding="utf-8-sig") as f:
-        for number, line in enumerate(f, start=1):
-            fields = line.split()
-            if not fields or fields[0] == "-DOCSTART-":
-                if words:
-                    sentences.append((words, tags, f"{path}:{start}"))
-                words, tags = [], []
-                continue
-            if width is None:
-                width = len(fields)
-                if width < 2:
-                    raise AdapterkitError(f"{path}:{number}: expected a word and a tag separated by whitespace, "
-                                          f"found {line.strip()!r}")
-            if len(fields) != width:
-                raise AdapterkitError(f"{path}:{number}: expected {width} columns like the first token line, "
-                                      f"found {len(fields)}")
-            if not words:
-                start = number
-            check_tag(fields[-1], f"{path}:{number}")
-            words.append(fields[0])
-            tags.append(fields[-1])
+    for number, line in text_lines(path, "a CoNLL file"):
+        fields = line.split()
+        if not fields or fields[0] == "-DOCSTART-":
+            if words:
+                sentences.append((words, tags, f"{path}:{start}"))
+            words, tags = [], []
+            continue
+        if width is None:
+            width = len(fields)
+            if width < 2:
+                raise AdapterkitError(f"{path}:{number}: expected a word and a tag separated by whitespace, "
+                                      f"found {line.strip()!r}")
+        if len(fields) != width:
+            raise AdapterkitError(f"{path}:{number}: expected {width} columns like the first token line, "
+                                  f"found {len(fields)}")
+        if not words:
+            start = number
+        check_tag(fields[-1], f"{path}:{number}")
+        words.append(fields[0])
+        tags.append(fields[-1])
     if words:
         sentences.append((words, tags, f"{path}:{start}"))
     if not sentences:
@@ -115,18 +118,39 @@ def to_iob2(tags: list[str]) -> list[str]:
     return out
 
 
-def normalise(tag_rows, scheme: str | None, where: str) -> tuple[list[list[str]], str]:
-    """(tags as trained, the files' scheme): IOB1 becomes IOB2; a tag outside the scheme is refused."""
+def normalise(tag_rows, scheme: str | None, where: str, wheres: list[str] | None = None) -> tuple[list[list[str]], str]:
+    """(tags as trained, the files' scheme): IOB1 becomes IOB2; a tag outside the scheme, or a
+    sequence the scheme does not allow (IOB2: I-X only inside an X entity; BIOES: an entity is
+    S-X or B-X I-X* E-X), is refused naming the sentence (`wheres`: each row's file:line)."""
     scheme = (scheme or detect_scheme(tag_rows)).lower()
     if scheme not in SCHEMES:
         raise AdapterkitError(f"unknown tag scheme {scheme!r}; one of {', '.join(SCHEMES)}")
     allowed = PREFIXES[scheme]
-    for tags in tag_rows:
+    for n, tags in enumerate(tag_rows):
+        at = wheres[n] if wheres else f"{where} sentence {n + 1}"
         bad = next((t for t in tags if t != "O" and t[0] not in allowed), None)
         if bad:
-            raise AdapterkitError(f"{where}: tag {bad!r} is not part of the {scheme} scheme")
+            raise AdapterkitError(f"{at}: tag {bad!r} is not part of the {scheme} scheme")
+        i = _broken_at(tags, scheme)
+        if i is not None:
+            shown = " ".join(tags[max(0, i - 2):i + 1]) if i < len(tags) else " ".join(tags[-2:]) + " (end)"
+            raise AdapterkitError(f"{at}: tags {shown!r} break the {scheme} scheme ({RULES[scheme]})")
     rows = [to_iob2(t) for t in tag_rows] if scheme == "iob1" else [list(t) for t in tag_rows]
     return rows, scheme
+
+
+def _broken_at(tags: list[str], scheme: str) -> int | None:
+    """Index of the first tag the scheme does not allow after the previous one (len(tags): an
+    entity left open at the end), else None. IOB1 allows every sequence."""
+    prev = "O"
+    for i, tag in enumerate([*tags, "O"]):
+        opened, same = prev[0] in "BI", tag[2:] == prev[2:]  # an entity of type prev[2:] is open
+        if scheme == "iob2" and tag[0] == "I" and not (opened and same):
+            return i
+        if scheme == "bioes" and (opened != (tag[0] in "IE") or (opened and not same)):  # I-/E- exactly inside
+            return i
+        prev = tag
+    return None
 
 
 def write_jsonl_row(words: list[str], tags: list[str]) -> str:

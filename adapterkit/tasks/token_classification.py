@@ -28,7 +28,7 @@ class TokenClassification:
 
         sentences = tagging.read_tagged(path, spec.label_column, spec.text_column)
         first = spec.tag_scheme is None
-        rows, scheme = tagging.normalise([s[1] for s in sentences], spec.tag_scheme, str(path))
+        rows, scheme = tagging.normalise([s[1] for s in sentences], spec.tag_scheme, str(path), [s[2] for s in sentences])
         if first:
             notes.append(f"{path}: tag scheme {scheme} (detected; --tag-scheme sets it)"
                          + (", trained and predicted as iob2" if scheme == "iob1" else ""))
@@ -48,11 +48,9 @@ class TokenClassification:
         ignored, a blank line ends a sentence) or JSONL rows with a `tokens` list."""
         import datasets
 
-        from pathlib import Path
+        from adapterkit.files import require_file, text_lines
 
-        path = Path(path)
-        if not path.is_file():
-            raise AdapterkitError(f"input file {path} does not exist")
+        path = require_file(path, "input file")
         if path.suffix.lower() in (".jsonl", ".json"):
             from adapterkit.data.user_files import iter_records
 
@@ -64,7 +62,7 @@ class TokenClassification:
                 words.append(tokens)
         else:
             words, current = [], []
-            for line in path.read_text(encoding="utf-8-sig").splitlines() + [""]:
+            for line in [line for _, line in text_lines(path, "a CoNLL file")] + [""]:
                 fields = line.split()
                 if not fields or fields[0] == "-DOCSTART-":
                     if current:
