@@ -21,6 +21,21 @@ def test_pad_and_collate():
     batch = collate([{"input_ids": [5, 6], "attention_mask": [1, 1], "labels": 1},
                      {"input_ids": [7], "attention_mask": [1], "labels": 0}], pad_id=3)
     assert batch["input_ids"].tolist() == [[5, 6], [7, 3]] and batch["attention_mask"].tolist() == [[1, 1], [1, 0]]
+    assert batch["labels"].dtype == torch.long and batch["labels"].tolist() == [1, 0]
+
+
+def test_collate_pads_token_labels_and_keeps_multi_hot_rows():
+    """The label shapes of every task type, through the one collate (data.PadCollator calls it)."""
+    from adapterkit.data import PadCollator
+
+    rows = [{"input_ids": [5, 6, 7], "labels": [1, 2, 0]}, {"input_ids": [8], "labels": [2]}]
+    tagged = collate(rows, pad_id=0, label_pad=-100)
+    assert tagged["labels"].tolist() == [[1, 2, 0], [2, -100, -100]] and tagged["labels"].dtype == torch.long
+    multi = collate([{"input_ids": [5], "labels": [1, 0, 1]}, {"input_ids": [6, 7], "labels": [0, 1, 0]}],
+                    regression=True)
+    assert multi["labels"].dtype == torch.float32 and multi["labels"].tolist() == [[1, 0, 1], [0, 1, 0]]
+    for got, want in zip(PadCollator(0, label_pad=-100)(rows).values(), tagged.values()):
+        assert torch.equal(got, want)
 
 
 def test_batches_cover_every_row_once_in_a_seeded_order():

@@ -71,23 +71,9 @@ class PadCollator:
         self.label_pad = label_pad
 
     def __call__(self, rows: Sequence[dict]) -> dict:
-        import torch
+        from adapterkit.toolkit.batching import collate  # the one padding
 
-        longest = max(len(r["input_ids"]) for r in rows)
-        batch = {}
-        for key in MODEL_COLUMNS:
-            if key not in rows[0]:
-                continue
-            fill = self.pad_token_id if key == "input_ids" else 0
-            padded = [list(r[key]) + [fill] * (longest - len(r[key])) for r in rows]
-            batch[key] = torch.tensor(padded, dtype=torch.long)  # (B, T)
-        if "labels" in rows[0]:
-            dtype = torch.float32 if self.regression else torch.long
-            labels = [r["labels"] for r in rows]
-            if self.label_pad is not None:
-                labels = [list(x) + [self.label_pad] * (longest - len(x)) for x in labels]  # (B, T)
-            batch["labels"] = torch.tensor(labels, dtype=dtype)  # (B,) or (B, C) or (B, T)
-        return batch
+        return collate(rows, self.pad_token_id, self.regression, self.label_pad)
 
 
 def length_grouped_order(lengths: Sequence[int], batch_size: int, seed: int = 0,

@@ -8,11 +8,12 @@ import torch
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
-def pad(seqs: Sequence, value: float = 0, dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad sequences (lists of ids, or (T_i, ...) tensors) to the longest: (B, T, ...) and
-    the (B, T) mask of real positions."""
+def pad(seqs: Sequence, value: float = 0, dtype: torch.dtype | None = None,
+        length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad sequences (lists of ids, or (T_i, ...) tensors) to `length` (default: the
+    longest): (B, T, ...) and the (B, T) mask of real positions."""
     items = [s if isinstance(s, torch.Tensor) else torch.tensor(list(s), dtype=dtype or torch.long) for s in seqs]
-    longest = max(len(s) for s in items)
+    longest = length or max(len(s) for s in items)
     out = torch.full((len(items), longest, *items[0].shape[1:]), value, dtype=dtype or items[0].dtype)
     mask = torch.zeros(len(items), longest, dtype=torch.long)
     for i, s in enumerate(items):
@@ -20,14 +21,21 @@ def pad(seqs: Sequence, value: float = 0, dtype: torch.dtype | None = None) -> t
     return out, mask
 
 
-def collate(rows: Sequence[dict], pad_id: int = 0, regression: bool = False) -> dict:
-    """A batch of tensors padded to the longest row: input_ids (pad_id), other id columns (0), labels."""
+def collate(rows: Sequence[dict], pad_id: int = 0, regression: bool = False, label_pad: int | None = None) -> dict:
+    """A batch of tensors padded to the longest row: input_ids (pad_id), other id columns (0), labels:
+    float32 with `regression` (also multi-hot rows), else int64; with `label_pad`, per-token label
+    sequences padded with it to the inputs' length (-100: ignored by the loss)."""
     batch = {}
     for key in MODEL_INPUTS:
         if key in rows[0]:
             batch[key] = pad([r[key] for r in rows], pad_id if key == "input_ids" else 0)[0]  # (B, T)
     if "labels" in rows[0]:
-        batch["labels"] = torch.tensor([r["labels"] for r in rows], dtype=torch.float32 if regression else torch.long)
+        labels, dtype = [r["labels"] for r in rows], torch.float32 if regression else torch.long
+        if label_pad is None:
+            batch["labels"] = torch.tensor(labels, dtype=dtype)  # (B,) or (B, C)
+        else:
+            width = batch["input_ids"].shape[1] if "input_ids" in batch else None
+            batch["labels"] = pad(labels, label_pad, dtype, width)[0]  # (B, T)
     return batch
 
 
