@@ -85,7 +85,8 @@ def main() -> None:
 
 def run_seed(seed: int, domains: list[str], args) -> tuple[dict, tuple]:
     from adapterkit.toolkit.scoring import score
-    from adapterkit.transfer.distill import concat_domains, domain_data, new_teacher
+    from adapterkit.transfer.common import load_domains
+    from adapterkit.transfer.distill import concat_domains, new_teacher
     from adapterkit.transfer.kd import KDConfig, distill, train_supervised
     from adapterkit.toolkit.features import frozen_features
     from adapterkit.transfer.metakd import meta_distill, train_meta_teacher
@@ -104,7 +105,7 @@ def run_seed(seed: int, domains: list[str], args) -> tuple[dict, tuple]:
         return new_teacher(spec, args.teacher_mode)
 
     _, tokenizer, tcfg = teacher()
-    data = domain_data(domains, tokenizer, args.max_seq_len, train_limit=args.train_limit)
+    data = load_domains(spec, tokenizer, args.train_limit, sample_seed=0)  # spec's sources and target: `domains`
     pad = tokenizer.pad_token_id or 0
     acc = {row: {} for row in ROWS}
     kd = KDConfig(method="tinybert", temperature=1.0, epochs=args.kd_epochs, lr=args.kd_lr,

@@ -26,24 +26,31 @@ class DomainData:
     num_labels: int = 2
 
 
-def load_domains(spec: TransferSpec, tokenizer) -> dict[str, DomainData]:
-    """Source domains in full (or QUICK_ROWS), the target with `target_shots` train rows."""
-    return {name: load_rows(name, spec, tokenizer, tasks=False) for name in [*spec.source, spec.target]}
+def load_domains(spec: TransferSpec, tokenizer, max_rows: int | None = None, eval_rows: int | None = None,
+                 sample_seed: int | None = None) -> dict[str, DomainData]:
+    """Source domains in full (or QUICK_ROWS), the target with `target_shots` train rows; the
+    limits and the sampling seed as in `load_rows`."""
+    return {name: load_rows(name, spec, tokenizer, max_rows, tasks=False, eval_rows=eval_rows, sample_seed=sample_seed)
+            for name in [*spec.source, spec.target]}
 
 
-def load_rows(name: str, spec: TransferSpec, tokenizer, max_rows: int | None = None, tasks: bool = True) -> DomainData:
+def load_rows(name: str, spec: TransferSpec, tokenizer, max_rows: int | None = None, tasks: bool = True,
+              eval_rows: int | None = None, sample_seed: int | None = None) -> DomainData:
     """One domain (fixed seeded split) or, with `tasks`, a GLUE classification task (its dev file
     as `test`), encoded: the target's train split cut to `spec.target_shots` rows (balanced),
-    other train splits to `max_rows` (a seeded sample), every split to QUICK_ROWS in quick mode."""
+    other train splits to `max_rows` and dev/test to `eval_rows` (a random sample seeded
+    `sample_seed`, default `spec.seed`), every split to QUICK_ROWS in quick mode."""
     from adapterkit.data import encode, few_shot
 
     splits, task, num_labels = _raw_splits(name, spec.data_dir, tasks)
+    seed = spec.seed if sample_seed is None else sample_seed
     parts = {}
     for split, data in splits.items():
+        limit = max_rows if split == "train" else eval_rows
         if split == "train" and name == spec.target and spec.target_shots:
             data = few_shot(data, spec.target_shots, seed=spec.seed)
-        elif split == "train" and max_rows is not None and len(data) > max_rows:
-            data = data.shuffle(seed=spec.seed).select(range(max_rows))
+        elif limit is not None and len(data) > limit:  # splits are stored label by label: sample, do not cut
+            data = data.shuffle(seed=seed).select(range(limit))
         if spec.quick:
             data = data.shuffle(seed=spec.seed).select(range(min(QUICK_ROWS, len(data))))
         columns = [c for c in ("text", "text_a", "text_b", "label") if c in data.column_names]

@@ -108,7 +108,7 @@ def knowledge_distillation(spec: TransferSpec) -> dict:
     history = distill(teacher, student, data[spec.target].train, kd_config(spec, method, opts), pad)
     _save(spec, teacher, student, tokenizer)
     return _result(teacher, student, data[spec.target], pad, {"method": method, "teacher": which,
-                                                             "final_loss": history["losses"][-1]})
+                                                             **_losses(history)})
 
 
 @register_algorithm("metakd")
@@ -139,8 +139,12 @@ def meta_kd(spec: TransferSpec) -> dict:
     history = meta_distill(teacher, head, student, data[spec.target].train, target, scores[domains == target], cfg, pad)
     _save(spec, teacher, student, tokenizer)
     return _result(teacher, student, data[spec.target], pad, {"method": "metakd", "teacher": "meta",
-                                                             "final_loss": history["losses"][-1],
-                                                             "mean_weight": history["mean_weight"]})
+                                                             **_losses(history), "mean_weight": history["mean_weight"]})
+
+
+def _losses(history: dict) -> dict:
+    """The distillation loss at the first and the last step."""
+    return {"first_loss": history["losses"][0], "final_loss": history["losses"][-1]}
 
 
 def _save(spec: TransferSpec, teacher, student, tokenizer) -> None:
@@ -197,28 +201,6 @@ def load_teacher(folder: str | Path, task: str | None = None):
     return load_run(folder, task)
 
 
-def domain_data(names: list[str], tokenizer, max_seq_len: int = 128, data_dir: str | None = None,
-                train_limit: int | None = None, eval_limit: int | None = None) -> dict[str, DomainData]:
-    """Encoded train/dev/test rows of Amazon domains (fixed split); with `train_limit` / `eval_limit`
-    a seeded random sample of that many train / dev and test rows (tokenized directly, without
-    `datasets.map`)."""
-    from adapterkit.data import load_domain_splits
-
-    out = {}
-    for name in names:
-        splits = load_domain_splits(name, seed=0, data_dir=data_dir)
-        parts = {}
-        for split, limit in (("train", train_limit), ("dev", eval_limit), ("test", eval_limit)):
-            data = splits[split]
-            if limit and limit < len(data):  # splits are stored label by label: sample, do not cut
-                data = data.shuffle(seed=0).select(range(limit))
-            enc = tokenizer(list(data["text"]), truncation=True, max_length=max_seq_len)
-            keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
-            parts[split] = [{**{k: enc[k][i] for k in keys}, "labels": int(y)} for i, y in enumerate(list(data["label"]))]
-        out[name] = DomainData(name, parts["train"], parts["dev"], parts["test"])
-    return out
-
-
 @under_precision("kd")
 def metakd_run(domains: list[str], targets: list[str], student_layers: int, kd: KDConfig, teacher_cfg: TrainConfig,
                output: str | Path, model: str | None = None, teacher_dir: str | Path | None = None,
@@ -269,7 +251,8 @@ def _meta_teacher(spec: TransferSpec, domains, kd: KDConfig, teacher_cfg: TrainC
     else:
         torch.manual_seed(kd.seed)
         teacher, tokenizer, _ = new_teacher(spec, teacher_cfg.mode)
-    data = domain_data(domains, tokenizer, spec.max_seq_len, spec.data_dir, train_limit, eval_limit)
+    # spec's sources and target are `domains`; the limits sample with seed 0 whatever the run's seed, as always
+    data = load_domains(spec, tokenizer, train_limit, eval_limit, sample_seed=0)
     pad = tokenizer.pad_token_id or 0
     rows, dom = concat_domains(data, domains)
     labels = torch.tensor([r["labels"] for r in rows])
