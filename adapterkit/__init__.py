@@ -21,7 +21,7 @@ _EXPORTS = {
     "PlacementError": "adapterkit.errors",
     "BottleneckAdapter": "adapterkit.modules",
     "register_adapter_kind": "adapterkit.modules",
-    "find_sites": "adapterkit.sites",
+    "find_sites": "adapterkit.sharing.sites",
     "SharingPlan": "adapterkit.sharing",
     "add_adapter": "adapterkit.model",
     "remove_adapter": "adapterkit.model",

@@ -61,7 +61,7 @@ class BottleneckConfig:
     Layers: `layers` (explicit indices), `top_n` (the top N layers) and `leave_out` select which
     layers are adapted; indices count from 0 within each layer stack.
     `targets` overrides site discovery with regular expressions on module names:
-    {"layers": ..., "attn": ..., "ffn": ...} (see adapterkit.sites).
+    {"layers": ..., "attn": ..., "ffn": ...} (see adapterkit.sharing.sites).
     """
 
     bottleneck_dim: int | None = None

@@ -30,7 +30,7 @@ def predict_logits(model, rows, batch_size: int, pad_id: int, regression: bool =
 
 
 def evaluate(model, rows, task, batch_size: int = 128, pad_id: int = 0) -> dict[str, float]:
-    from adapterkit.metrics import compute_metrics
+    from adapterkit.data.metrics import compute_metrics
 
     logits = predict_logits(model, rows, batch_size, pad_id, task.is_regression)
     return compute_metrics(task, logits.numpy(), rows["labels"])

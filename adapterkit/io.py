@@ -41,7 +41,7 @@ from adapterkit.model import (
     remove_adapter,
 )
 from adapterkit.sharing import SharingPlan
-from adapterkit.sites import find_sites, hidden_size
+from adapterkit.sharing.sites import find_sites, hidden_size
 
 CONFIG_FILE = "adapterkit_config.json"
 WEIGHTS_FILE = "adapterkit_weights.safetensors"

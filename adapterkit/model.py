@@ -1,7 +1,7 @@
 """Named adapters on a model: add, remove, activate, compose, freeze, count.
 
 The adapters of a model live in one `AdapterBank` attached as `model.adapterkit`: a
-ModuleDict name -> ModuleDict group id -> adapter module. Each site (see adapterkit.sites)
+ModuleDict name -> ModuleDict group id -> adapter module. Each site (see adapterkit.sharing.sites)
 gets one forward hook that passes the site's output through the active adapters' modules for
 that site. A shared adapter is one module object that several sites route to, so it is stored
 once in `state_dict()` and its gradient sums over the sites. The backbone's own modules and
@@ -22,7 +22,7 @@ from adapterkit.config import BottleneckConfig
 from adapterkit.errors import AdapterkitError
 from adapterkit.modules import build_adapter
 from adapterkit.sharing import SharingPlan, make_plan
-from adapterkit.sites import BANK, Site, backbone_modules, backbone_parameters, find_sites
+from adapterkit.sharing.sites import BANK, Site, backbone_modules, backbone_parameters, find_sites
 
 COMPOSITIONS = ("stack", "parallel")  # built in; adapterkit.compose registers average, split, fusion
 # composition name -> builder(model, bank, names, **options) -> composer(path, h, chain) -> h

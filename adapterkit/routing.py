@@ -36,7 +36,7 @@ from torch import nn
 
 from adapterkit.errors import AdapterkitError
 from adapterkit.modules.bottleneck import _ACTIVATIONS, BottleneckAdapter
-from adapterkit.sites import backbone_modules
+from adapterkit.sharing.sites import backbone_modules
 
 RowAdapters = Union[str, Sequence[str], None]  # one adapter, a stack, or None (bare backbone)
 FORMULATIONS = ("gather", "group", "gather-v1")

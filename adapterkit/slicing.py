@@ -7,7 +7,7 @@
     logits = slicer.head(h, attention_mask)        # final norm (decoders), pooling, classifier
 
 The pieces compose to the model's own forward (tested for every single-stack family that
-adapterkit.sites places adapters in). Every piece runs the model's *own* forward, so each
+adapterkit.sharing.sites places adapters in). Every piece runs the model's *own* forward, so each
 family keeps its attention mask (bidirectional, causal, sliding-window), its position handling
 (absolute, relative, rotary, ALiBi) and its pooling (the [CLS] pooler, the last real token);
 only the layer list is cut: for the duration of one call the stack's `nn.ModuleList` holds the
@@ -37,9 +37,9 @@ class StackSlicer:
     """Embeddings, layer slices and head of one single-stack model (see the module docstring)."""
 
     def __init__(self, model: nn.Module, stack: str | None = None) -> None:
-        """`stack`: the path of the layer list (found with adapterkit.sites when not given; give it
+        """`stack`: the path of the layer list (found with adapterkit.sharing.sites when not given; give it
         for a model whose list is empty and only ever holds other layers, see `run(layers=...)`)."""
-        from adapterkit.sites import find_layer_stacks, hidden_size
+        from adapterkit.sharing.sites import find_layer_stacks, hidden_size
 
         if stack is None:
             stacks = find_layer_stacks(model)

@@ -147,7 +147,7 @@ def task_rows(name, cfg, tokenizer):
 
 
 def dev_score(model, task, dev, pad) -> float:
-    from adapterkit.metrics import compute_metrics
+    from adapterkit.data.metrics import compute_metrics
     from adapterkit.toolkit.scoring import predict_logits
     from adapterkit.multitask.train import task_score
 
@@ -202,7 +202,7 @@ _DEV: dict[str, list] = {}
 
 def merged_dev_score(merged, name, args, tokenizer) -> float:
     from adapterkit.data import PadCollator, get_task
-    from adapterkit.metrics import compute_metrics
+    from adapterkit.data.metrics import compute_metrics
     from adapterkit.multitask.train import MultiTaskConfig, load_task_rows, task_score
 
     task = get_task(name)

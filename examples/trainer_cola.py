@@ -13,7 +13,7 @@ from transformers import Trainer, TrainingArguments
 import adapterkit as ak
 from adapterkit.backbone import load_model, load_tokenizer
 from adapterkit.data import PadCollator, encode, load_glue
-from adapterkit.metrics import compute_metrics
+from adapterkit.data.metrics import compute_metrics
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--data-dir", default=None)

@@ -242,7 +242,7 @@ def test_importing_data_and_metrics_is_lean():
     import subprocess
     import sys
 
-    code = ("import sys, adapterkit.data, adapterkit.metrics; "
+    code = ("import sys, adapterkit.data, adapterkit.data.metrics; "
             "print(sorted(m for m in ('datasets', 'torch', 'transformers', 'sklearn', 'scipy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -75,3 +75,15 @@ def test_the_checker_finds_a_cycle_through_function_level_imports():
 def test_adapterkit_has_no_import_cycle():
     cycle = find_cycle(import_graph())
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_moved_modules_answer_to_their_old_names():
+    """sites.py moved into sharing/ and the GLUE metrics into data/: the old import paths give the same modules."""
+    import adapterkit.data.metrics
+    import adapterkit.metrics
+    import adapterkit.sharing.sites
+    import adapterkit.sites
+    from adapterkit.sites import find_sites
+
+    assert adapterkit.sites is adapterkit.sharing.sites and adapterkit.metrics is adapterkit.data.metrics
+    assert find_sites is adapterkit.sharing.sites.find_sites

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from adapterkit.metrics import compute_metrics, main_metric, main_score, register_metric
+from adapterkit.data.metrics import compute_metrics, main_metric, main_score, register_metric
 
 # TP=2 FP=1 TN=2 FN=1
 PREDS = [1, 1, 0, 0, 1, 0]

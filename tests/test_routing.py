@@ -155,7 +155,7 @@ def test_heads_report_their_sizes_and_errors_are_clear():
 
 def test_backbone_walks_skip_the_bank():
     """Site discovery, hooks and heads walk the backbone only: loading adapter N does not walk N-1 others."""
-    from adapterkit.sites import backbone_modules, backbone_parameters
+    from adapterkit.sharing.sites import backbone_modules, backbone_parameters
 
     routed, _, _ = build_models("bert")
     names = [n for n, _ in backbone_modules(routed)]

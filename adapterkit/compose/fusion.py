@@ -23,7 +23,7 @@ from adapterkit.config import BottleneckConfig
 from adapterkit.errors import AdapterkitError
 from adapterkit.model import get_bank, head_parameters, register_composition, set_active, train_only
 from adapterkit.sharing import SharingPlan, make_plan
-from adapterkit.sites import Site
+from adapterkit.sharing.sites import Site
 
 
 @dataclass(frozen=True)

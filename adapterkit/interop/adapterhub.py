@@ -357,7 +357,7 @@ def _fill_from_hub(model, modules, plan, tensors, hub_name: str, source: Path) -
 
 
 def _stack_sizes(model: nn.Module) -> list[int]:
-    from adapterkit.sites import find_sites
+    from adapterkit.sharing.sites import find_sites
 
     sizes: dict[int, int] = {}
     for site in find_sites(model):

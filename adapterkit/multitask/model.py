@@ -12,7 +12,7 @@ unchanged. A task's branch starts at its branching layer b (the number of shared
 `forward` runs the embeddings and trunk layers once, up to the highest branching layer the
 requested tasks need, then each requested task's branch on the rows that asked for it
 (`row_tasks`: a per-example choice inside one batch). `add_model` takes a standalone Hugging
-Face sequence classifier of any single-stack family adapterkit.sites knows, checks that its
+Face sequence classifier of any single-stack family adapterkit.sharing.sites knows, checks that its
 bottom b layers (and everything before them) are bit-identical to the trunk and copies its upper
 part in; `remove` drops a task; neither touches another task's weights. `extract(task)` rebuilds
 the standalone model.
@@ -365,7 +365,7 @@ def _depth(config) -> int:
 
 
 def _width(model: nn.Module) -> int | None:
-    from adapterkit.sites import hidden_size
+    from adapterkit.sharing.sites import hidden_size
 
     return hidden_size(model)
 

@@ -268,7 +268,7 @@ def fit_task(name: str, cfg: MultiTaskConfig, tokenizer, log=print) -> TaskResul
 
 def _search(task, base, train, dev, cfg: MultiTaskConfig, pad: int, log):
     """Partially fine-tune the top L layers for every L in range; ({L: score}, best (L, net, states, metrics))."""
-    from adapterkit.metrics import compute_metrics
+    from adapterkit.data.metrics import compute_metrics
 
     slicer, layers, head = task_parts(base)
     n, labels, dev_labels = len(layers), torch.tensor([r["labels"] for r in train]), [r["labels"] for r in dev]
@@ -288,7 +288,7 @@ def _search(task, base, train, dev, cfg: MultiTaskConfig, pad: int, log):
 
 def _students(task, teacher: BranchNet, b: int, L: int, train, dev, states, cfg: MultiTaskConfig, log):
     """Vanilla KD of the teacher's L layers into l = 1..min(3, L-1) layers initialised from its first l."""
-    from adapterkit.metrics import compute_metrics
+    from adapterkit.data.metrics import compute_metrics
 
     (tr_states, dev_states), labels = states, torch.tensor([r["labels"] for r in train])
     soft, out = branch_logits(teacher, tr_states), []
@@ -309,7 +309,7 @@ def fit_adapter_task(name: str, cfg: MultiTaskConfig, tokenizer, log=print) -> T
 
     from adapterkit.config import BottleneckConfig
     from adapterkit.data import get_task
-    from adapterkit.metrics import compute_metrics
+    from adapterkit.data.metrics import compute_metrics
     from adapterkit.model import adapter_parameters, add_adapter, head_parameters
 
     t0, task = time.perf_counter(), get_task(name)

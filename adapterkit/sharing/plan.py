@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from adapterkit.config import BottleneckConfig
 from adapterkit.errors import AdapterkitError
-from adapterkit.sites import Site
+from adapterkit.sharing.sites import Site
 
 
 @dataclass(frozen=True)

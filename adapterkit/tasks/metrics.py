@@ -24,7 +24,7 @@ def classification_metrics(predictions, labels, num_labels: int) -> dict[str, fl
 
 
 def regression_metrics(scores, labels) -> dict[str, float]:
-    from adapterkit.metrics import pearson, spearmanr
+    from adapterkit.data.metrics import pearson, spearmanr
 
     preds, gold = np.asarray(scores, dtype=np.float64), np.asarray(labels, dtype=np.float64)
     return {"pearson": pearson(preds, gold), "spearmanr": spearmanr(preds, gold),

@@ -22,7 +22,7 @@ def glue_task_data(name: str, tokenizer, max_seq_len: int, data_dir: str | None 
     """The GLUE task `name` (train and dev splits) as the training loop's TaskData."""
     from adapterkit.data import PadCollator, encode, get_task, load_glue
     from adapterkit.evaluation import evaluate
-    from adapterkit.metrics import main_metric
+    from adapterkit.data.metrics import main_metric
 
     task = get_task(name)
     pad_id = tokenizer.pad_token_id or 0

@@ -35,7 +35,7 @@ def predict_logits(model: nn.Module, rows: list[dict], pad_id: int = 0, batch_si
 
 def classification_scores(logits: torch.Tensor, rows: list[dict]) -> dict[str, float]:
     """Accuracy and binary F1 of logits (N, C) against the rows' labels."""
-    from adapterkit.metrics import accuracy, f1
+    from adapterkit.data.metrics import accuracy, f1
 
     preds = logits.argmax(-1).numpy()
     labels = torch.tensor([r["labels"] for r in rows]).numpy()

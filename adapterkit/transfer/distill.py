@@ -163,7 +163,7 @@ def distill_run(teacher_dir: str | Path, student_layers: int, cfg: KDConfig, out
     Trains on the task's train split (first `train_limit` rows), scores teacher and student on dev,
     writes the student (`save_student`) and metrics.json to `output`; returns the metrics."""
     from adapterkit.data import encode, load_glue
-    from adapterkit.metrics import compute_metrics
+    from adapterkit.data.metrics import compute_metrics
     from adapterkit.transfer.student import make_student, save_student
 
     teacher, tokenizer, task_, run = load_teacher(teacher_dir, task)

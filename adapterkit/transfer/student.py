@@ -29,7 +29,7 @@ from adapterkit.atomic import write_json
 from adapterkit.errors import AdapterkitError
 from adapterkit.model import (BANK, adapter_config, adapter_plan, add_adapter, full_saves, get_bank, list_adapters,
                               set_active)
-from adapterkit.sites import find_layer_stacks
+from adapterkit.sharing.sites import find_layer_stacks
 
 _DEPTH_KEYS = ("num_hidden_layers", "n_layer", "n_layers", "num_layers")
 _WIDTH_KEYS = {"hidden_size": "hidden_size", "num_heads": "num_attention_heads", "intermediate_size": "intermediate_size"}

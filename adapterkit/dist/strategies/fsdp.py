@@ -41,7 +41,7 @@ def shard_model(model: nn.Module, mesh, compression: Compression) -> nn.Module:
     """fully_shard each layer of each layer stack, then the root (embeddings, head, adapters)."""
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-    from adapterkit.sites import find_layer_stacks
+    from adapterkit.sharing.sites import find_layer_stacks
 
     if compression.kind == "topk":
         raise AdapterkitError("fsdp does not support topk compression (use ddp or pipeline+ddp)")

@@ -15,7 +15,7 @@ replicas once per step, after the last microbatch, with adapterkit's own BucketR
 here: with several backward passes per step its first-iteration bucket rebuild fails
 (reducer.cpp "rebuilt parameter indices size is not same as original model parameters size").
 
-Every single-stack family adapterkit.sites places adapters in works (the stages are slices
+Every single-stack family adapterkit.sharing.sites places adapters in works (the stages are slices
 of adapterkit.slicing.StackSlicer: each family keeps its own masks, positions and head).
 """
 from __future__ import annotations
