@@ -115,7 +115,8 @@ def task_runs(run, bert: Path, tmp: Path) -> tuple[dict, dict]:
     runs = {}
     for kind in FILES:
         out = tmp / f"tt-run-{kind}"
-        result = run(train_args(kind, gpt2 if kind == "causal-lm" else bert, files[kind]["train"]) + ["--output", out])
+        result = run(train_args(kind, gpt2 if kind == "causal-lm" else bert, files[kind]["train"]) + ["--output", out],
+                     timeout=1800)
         assert result["code"] == 0, result
         runs[kind] = out
     return files, runs
