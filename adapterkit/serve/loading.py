@@ -10,7 +10,6 @@ GLUE task, else its width (1 output: regression; else labels "0".."C-1").
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from adapterkit.serve.errors import AdapterLoadError
@@ -57,8 +56,10 @@ def _task(folder: Path, manifest: dict, width: int, ref: str) -> dict:
     if isinstance(spec, dict) and spec.get("type"):
         kind, labels = spec["type"], spec.get("labels")
     else:
+        from adapterkit.files import read_json
+
         run = folder / "run_config.json"
-        glue = json.loads(run.read_text()).get("task") if run.is_file() else None
+        glue = read_json(run, "a run config", schema={"task?": (str, None)}).get("task") if run.is_file() else None
         kind, labels = _glue_task(glue) if glue else ("regression" if width == 1 else "classification", None)
     if kind not in TASK_TYPES:
         raise AdapterLoadError(f"{ref}: a {kind} adapter; the server predicts with classification and regression heads")
