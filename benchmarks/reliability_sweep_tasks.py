@@ -48,7 +48,6 @@ FILES = {
                    "badlabel-inf.jsonl": _rows(4, lambda i: {"text": "a", "score": 1e400 if i == 2 else i}).replace("Infinity", "1e400")},
     "multilabel": {"train.jsonl": _rows(16, lambda i: {"text": f"{WORDS[i % 8]} {i}", "labels": ["a", "b"][: 1 + i % 2]}),
                    "inputs.jsonl": _rows(2, lambda i: {"text": WORDS[i]}),
-                   "badlabel-int.jsonl": _rows(4, lambda i: {"text": "a", "labels": 3}),
                    "badlabel-nested.jsonl": _rows(4, lambda i: {"text": "a", "labels": [["a"]]})},
     "token-classification": {"train.txt": _conll(16), "inputs.txt": "alpha\nsays\n\nbeta\n",
                              "badlabel-tag.txt": "EU I-ORG\nrejects O\nGerman X-MISC\n",
@@ -74,7 +73,7 @@ BAD_FLAGS = {  # (flag, value) per type that must be refused before any work
     "regression": [("--label-column", "text"), ("--max-seq-len", "1")],
     "multilabel": [("--threshold", "nan"), ("--threshold", "2"), ("--threshold", "0")],
     "token-classification": [("--tag-scheme", "bogus"), ("--tag-scheme", "bioes")],
-    "extractive-qa": [("--doc-stride", "0"), ("--doc-stride", "1000"), ("--max-answer-length", "0"), ("--n-best", "0")],
+    "extractive-qa": [("--doc-stride", "0"), ("--max-answer-length", "0"), ("--n-best", "0")],  # a stride > max-seq-len/4: capped, as documented
     "causal-lm": [("--max-new-tokens", "0"), ("--max-new-tokens", "-1")],
 }
 

@@ -182,6 +182,8 @@ BAD_FILES = [  # (file name, content, type, expected message)
     ("bad.jsonl", '{"question": "q?", "context": "abc", "answers": [{"text": "zz", "answer_start": 0}]}\n',
      "extractive-qa", "bad.jsonl:1: answer"),
     ("bad.jsonl", '{"prompt": "p", "response": 3}\n', "causal-lm", "bad.jsonl:1: column 'response' is empty or not text"),
+    ("bad.json", '{"data": [{"paragraphs": "x"}]}', "extractive-qa", "bad.json: data[0].paragraphs must be a list"),
+    ("bad.json", '{"data": ' + "[" * 100_000, "extractive-qa", "bad.json: JSON nested too deeply"),
 ]
 
 

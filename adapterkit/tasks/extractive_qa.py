@@ -12,7 +12,6 @@ Scores: SQuAD v1.1 exact match and F1 (adapterkit.tasks.squad_metric).
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from adapterkit.errors import AdapterkitError
@@ -167,19 +166,20 @@ def read_questions(path, answers: bool):
     return datasets.Dataset.from_dict(out)
 
 
+# what the reader relies on in a SQuAD JSON file (checked first: one error naming the place)
+SQUAD_SCHEMA = {"data": [{"paragraphs?": [{"context?": str, "qas?": [dict]}]}]}
+
+
 def _is_squad_json(path: Path) -> bool:
-    with open(path, encoding="utf-8-sig") as f:
-        head = f.read(200).lstrip()
+    with open(path, "rb") as f:
+        head = f.read(200).decode("utf-8", errors="replace").lstrip("\ufeff \t\r\n")
     return path.suffix.lower() == ".json" and head.startswith("{") and '"data"' in head
 
 
 def _squad_rows(path: Path):
-    try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
-    except json.JSONDecodeError as e:
-        raise AdapterkitError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("data"), list):
-        raise AdapterkitError(f"{path}: not SQuAD JSON (expected {{\"data\": [articles]}})")
+    from adapterkit.files import read_json
+
+    data = read_json(path, "a SQuAD JSON file", SQUAD_SCHEMA, max_bytes=1 << 30)
     for a, article in enumerate(data["data"]):
         for p, paragraph in enumerate(article.get("paragraphs", [])):
             for q, qa in enumerate(paragraph.get("qas", [])):
