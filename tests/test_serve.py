@@ -305,6 +305,9 @@ def test_glue_runs_are_served_with_the_label_names_predict_writes(tmp_path):
     assert _task(tmp_path, {}, 2, "cola-run") == {"type": "classification", "labels": ["unacceptable", "acceptable"]}
     (tmp_path / "run_config.json").write_text(json.dumps({"task": "stsb"}))
     assert _task(tmp_path, {}, 1, "stsb-run") == {"type": "regression", "labels": None}
+    # what `adapterkit train --task cola` writes: the manifest names the preset, labels as in the files
+    manifest = {"task": {"type": "classification", "labels": ["0", "1"], "preset": "cola"}}
+    assert _task(tmp_path, manifest, 2, "cola-run")["labels"] == ["unacceptable", "acceptable"]
 
 
 @pytest.mark.parametrize("content, message", [(b"\xff\xfe\x00", "not UTF-8"), (b"[" * 100_000, "nested too deeply"),

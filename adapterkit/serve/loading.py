@@ -55,6 +55,8 @@ def _task(folder: Path, manifest: dict, width: int, ref: str) -> dict:
     spec = manifest.get("task")
     if isinstance(spec, dict) and spec.get("type"):
         kind, labels = spec["type"], spec.get("labels")
+        if spec.get("preset"):  # a GLUE run: its task's label names, as `predict` writes them
+            kind, labels = _glue_task(spec["preset"])
     else:
         from adapterkit.files import read_json
 
