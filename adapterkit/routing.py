@@ -39,7 +39,7 @@ from adapterkit.modules.bottleneck import _ACTIVATIONS, BottleneckAdapter
 from adapterkit.sharing.sites import backbone_modules
 
 RowAdapters = Union[str, Sequence[str], None]  # one adapter, a stack, or None (bare backbone)
-FORMULATIONS = ("gather", "group", "gather-v1")
+FORMULATIONS = ("gather", "group")
 
 
 class RowRouter:
@@ -82,8 +82,7 @@ class RowRouter:
             return _apply_grouped(modules, h)
         key = tuple(id(m) for m in modules)
         if key not in self._stacks:
-            cls = _GatheredV1 if self.formulation == "gather-v1" else _Gathered
-            self._stacks[key] = cls(modules, h.dtype, h.device)
+            self._stacks[key] = _Gathered(modules, h.dtype, h.device)
         return self._stacks[key](h)
 
 
@@ -128,32 +127,6 @@ class _Gathered:
             if scale is not None:
                 z = z * scale  # s * (z @ W_up^T) = (s * z) @ W_up^T
             h = torch.baddbmm(h + b_up, z, w_up_t)  # (B, T, d): h + s * (z @ W_up^T + b_up)
-        return h
-
-
-class _GatheredV1:
-    """The first gathered formulation (per-row padded, scaled weight copies), kept only to measure
-    the one above against it (formulation="gather-v1")."""
-
-    def __init__(self, modules: list[BottleneckAdapter | None], dtype, device) -> None:
-        present = [m for m in modules if m is not None]
-        d = present[0].up.out_features
-        m_max = max(m.down.out_features for m in present)
-        self.passes = []
-        for act in sorted({m.activation for m in present}):
-            rows = [m if m is not None and m.activation == act else None for m in modules]
-            zero_down, zero_up = torch.zeros(m_max, d, dtype=dtype, device=device), torch.zeros(d, m_max, dtype=dtype, device=device)
-            w_down = torch.stack([_pad_rows(m.down.weight, m_max) if m else zero_down for m in rows])
-            b_down = torch.stack([_pad(m.down.bias, m_max) if m else zero_down[:, 0] for m in rows])
-            w_up = torch.stack([m.scaling * _pad_cols(m.up.weight, m_max) if m else zero_up for m in rows])
-            b_up = torch.stack([m.scaling * m.up.bias if m else zero_up[:, 0] for m in rows])
-            self.passes.append((_ACTIVATIONS[act], w_down.transpose(1, 2), b_down.unsqueeze(1),
-                                w_up.transpose(1, 2), b_up.unsqueeze(1)))
-
-    def __call__(self, h: torch.Tensor) -> torch.Tensor:
-        for act, w_down_t, b_down, w_up_t, b_up in self.passes:
-            z = act(torch.baddbmm(b_down, h, w_down_t))
-            h = torch.baddbmm(h + b_up, z, w_up_t)
         return h
 
 

@@ -6,7 +6,6 @@ adapters, with N adapters resident, against the alternatives a user has today.
 
 Alternatives, interleaved per repetition in one process (medians over --reps):
   gather      adapterkit.routing, per-row weights stacked -> two batched GEMMs per site (default)
-  gather-v1   the first gathered build (per-row padded, scaled weight copies), for comparison
   group       adapterkit.routing, rows of each adapter index_select-ed, run, index_copy-ed back
   single      the same 32 rows through one active adapter (the plain, unrouted forward)
   switching   set_active(adapter) and run the rows of each adapter as their own sub-batch
@@ -133,7 +132,6 @@ def main() -> None:
         lrows = [f"l{i % k}" for i in range(args.batch)]
         cases.update({
             f"gather K={k}": lambda rows=rows: routed(rows, "gather"),
-            f"gather-v1 K={k}": lambda rows=rows: routed(rows, "gather-v1"),
             f"group K={k}": lambda rows=rows: routed(rows, "group"),
             f"switching K={k}": lambda rows=rows: switching(rows),
             f"peft-lora K={k}": lambda lrows=lrows: lora(**inputs, adapter_names=lrows),
