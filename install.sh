@@ -6,5 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 python3 -m pip install -q "torch==${ADAPTERKIT_TORCH_VERSION:-2.13.0}"
-python3 -m pip install -q setuptools wheel
+# setuptools_scm with its dependencies: seqeval ships only an sdist whose setup_requires would
+# otherwise fetch the newest setuptools_scm as a bare egg, without the packages it needs
+python3 -m pip install -q setuptools wheel setuptools_scm
 python3 -m pip install -q --no-build-isolation -e ".[dev]"
