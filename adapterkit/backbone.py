@@ -42,7 +42,7 @@ def load_config(name: str | None):
     if path.suffix == ".json":
         if not path.is_file():
             raise AdapterkitError(f"config file {path} does not exist")
-        from adapterkit.files import read_json
+        from adapterkit.io.files import read_json
 
         read_json(path, "a model config", schema=dict)  # UTF-8, JSON, an object: one clear error
         data = PretrainedConfig.get_config_dict(str(path))[0]

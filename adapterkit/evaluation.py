@@ -7,7 +7,7 @@ import torch
 
 from adapterkit import backbone
 from adapterkit.errors import AdapterkitError
-from adapterkit.files import read_json
+from adapterkit.io.files import read_json
 
 
 def make_batches(rows, batch_size: int, pad_id: int, regression: bool, seed: int | None = None):

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import torch
 
-from adapterkit.atomic import write_text
-from adapterkit.checkpoint import load_checkpoint, recover_checkpoint, save_checkpoint
-from adapterkit.model import get_bank
 from adapterkit.data.encode import batches
+from adapterkit.io.atomic import write_text
+from adapterkit.io.checkpoint import load_checkpoint, recover_checkpoint, save_checkpoint
+from adapterkit.model import get_bank
 from adapterkit.progress import progress as progress_bar
 from adapterkit.toolkit.schedule import linear_warmup
 

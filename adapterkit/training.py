@@ -27,11 +27,12 @@ from pathlib import Path
 import torch
 
 from adapterkit import backbone
-from adapterkit.atomic import write_json
 from adapterkit.config import BottleneckConfig, check_number
 from adapterkit.errors import AdapterkitError
+from adapterkit.io.atomic import write_json
 from adapterkit.model import add_adapter, count_parameters, head_parameters, train_adapter
-from adapterkit.precision import check_names as check_precision, resolve as resolve_precision
+from adapterkit.precision import check_names as check_precision
+from adapterkit.precision import resolve as resolve_precision
 from adapterkit.speed import apply_speed_options
 
 ADAPTER_LR, FULL_LR = 1e-3, 5e-5
@@ -196,7 +197,7 @@ def _train(cfg: TrainConfig, progress: bool, log) -> dict:
     runner = DistRunner(model, cfg.strategy, cfg.compression, cfg.bucket_mb) if distributed else \
         LocalRunner(model, precision, trunk_cache=cache)
     if cfg.resume:
-        from adapterkit.checkpoint import check_resume
+        from adapterkit.io.checkpoint import check_resume
 
         check_resume(out / "checkpoint", model, cfg.full_finetune)  # before run_config.json is rewritten
     if runner.is_main:
@@ -278,7 +279,7 @@ def _trunk_cache(model, cfg: TrainConfig, precision, out: Path, distributed: boo
 
 def _check_output(out: Path, resume: bool) -> None:
     """Refuse an output that is a file, under a file, unwritable, or holds a finished run (nothing is created here)."""
-    from adapterkit.files import check_output
+    from adapterkit.io.files import check_output
 
     check_output(out, overwrite=True, folder=True)
     held = ("metrics.json", "checkpoint", "checkpoint.old", "checkpoint.tmp")

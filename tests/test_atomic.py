@@ -4,7 +4,7 @@ import stat
 
 import pytest
 
-from adapterkit.atomic import atomic_write, file_mode, write_json
+from adapterkit.io.atomic import atomic_write, file_mode, write_json
 
 
 def test_new_files_follow_the_umask(tmp_path):

@@ -1,4 +1,4 @@
-"""Property-style tests of the one validation layer (adapterkit/files.py) and of what reads through it.
+"""Property-style tests of the one validation layer (adapterkit/io/files.py) and of what reads through it.
 
 Corrupted files: every truncation of a small valid file, random bytes, random byte flips, deep
 nesting. The only failure ever allowed is a FileFormatError (one clear line, naming the file).
@@ -10,12 +10,21 @@ import struct
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings, strategies as st
-from safetensors.torch import load as st_load, save as st_save
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
 
 from adapterkit.errors import AdapterkitError
-from adapterkit.files import (FileFormatError, check_shape, parse_json, read_json, read_manifest_json,
-                              safetensors_header, text_lines)
+from adapterkit.io.files import (
+    FileFormatError,
+    check_shape,
+    parse_json,
+    read_json,
+    read_manifest_json,
+    safetensors_header,
+    text_lines,
+)
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import adapterkit.checkpoint as ck
+import adapterkit.io.checkpoint as ck
 from adapterkit.config import BottleneckConfig
 from adapterkit.errors import AdapterkitError
 from adapterkit.training import TrainConfig, train

@@ -44,7 +44,8 @@ def fuse(
     new head train; the adapters stay frozen. `adapterkit eval --adapter OUTPUT` scores it."""
     from adapterkit.cli.train import _print_summary
     from adapterkit.config import check_number, parse_sharing
-    from adapterkit.training import TrainConfig, train as run_training
+    from adapterkit.training import TrainConfig
+    from adapterkit.training import train as run_training
 
     for flag, value, wanted in (("--weights", weights, "average"), ("--splits", splits, "split")):
         if value and composition != wanted:
@@ -79,8 +80,8 @@ def merge(
     from adapterkit import backbone
     from adapterkit.compose.merge import merge_adapters
     from adapterkit.compose.setup import load_sources
-    from adapterkit.files import check_output
     from adapterkit.io import read_manifest, save_adapter
+    from adapterkit.io.files import check_output
 
     sources = _list(adapters)
     if weights:

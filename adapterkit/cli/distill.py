@@ -10,6 +10,7 @@ import typer
 
 from adapterkit.cli import options as opt
 
+
 def register(app: typer.Typer) -> None:
     app.command("distill")(distill)
 
@@ -47,10 +48,9 @@ def distill(
 ) -> None:
     """Distil a teacher into a student with the teacher's bottom --student-layers layers."""
     from adapterkit.errors import AdapterkitError
+    from adapterkit.io.files import check_output
     from adapterkit.transfer.kd import KDConfig, TrainConfig
     from adapterkit.transfer.kd_losses import KD_METHODS
-
-    from adapterkit.files import check_output
 
     if method not in KD_METHODS:
         raise AdapterkitError(f"--method must be one of {', '.join(sorted(KD_METHODS))}; got {method!r}")

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from adapterkit.errors import AdapterkitError
-from adapterkit.files import check_output
+from adapterkit.io.files import check_output
 
 FORMATS = ("adapterhub",)
 

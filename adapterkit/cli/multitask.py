@@ -58,8 +58,8 @@ def build(
     adapter_bottleneck: OldBottleneck = None, branch_layer: BranchLayer = None, precision: opt.PrecisionOpt = "fp32", overwrite: opt.OverwriteOpt = False,
 ) -> None:
     """Partial fine-tuning search, distillation and merging for every task; saves the merged model."""
-    from adapterkit.atomic import write_json
-    from adapterkit.files import check_output
+    from adapterkit.io.atomic import write_json
+    from adapterkit.io.files import check_output
     from adapterkit.multitask.io import save_multitask
     from adapterkit.multitask.train import build_multitask
 
@@ -128,10 +128,10 @@ def predict(
 ) -> None:
     """Run the trunk once per batch and each row's tasks' branches; write one JSON line per row."""
     from adapterkit import backbone
-    from adapterkit.atomic import write_text
-    from adapterkit.files import check_output
-    from adapterkit.precision import autocast_for
+    from adapterkit.io.atomic import write_text
+    from adapterkit.io.files import check_output
     from adapterkit.multitask.io import load_multitask, predict_file
+    from adapterkit.precision import autocast_for
 
     check_output(output, overwrite, inputs=[input])
     model_dir = _bundle(bundle, model_dir)

@@ -84,7 +84,7 @@ def parse_adapters(values: list[str]) -> dict[str, str]:
 
 
 def read_token(path: Path) -> str:
-    from adapterkit.files import read_text
+    from adapterkit.io.files import read_text
 
     token = read_text(path, "a token file", max_bytes=1 << 20).strip()
     if not token:

@@ -83,9 +83,9 @@ def train(
     import sys
 
     from adapterkit.dist import maybe_launch
-    from adapterkit.training import TrainConfig, train as run_training
-
     from adapterkit.errors import AdapterkitError
+    from adapterkit.training import TrainConfig
+    from adapterkit.training import train as run_training
 
     # every setting is checked here, before workers start or anything is trained
     if task is not None and task_type is not None:
@@ -144,9 +144,9 @@ def eval_(
 ) -> None:
     """Score a saved adapter on a GLUE split, or a run on your files on its own or another file,
     and print the task's metrics."""
+    from adapterkit.backbone import check_positions
     from adapterkit.data import encode, load_glue
     from adapterkit.evaluation import evaluate, load_run
-    from adapterkit.backbone import check_positions
     from adapterkit.precision import run_autocast
 
     _check_sizes(max_seq_len, batch_size, drop_layers)
@@ -193,9 +193,8 @@ def predict(
     from adapterkit.data.user_files import predict_inputs
     from adapterkit.errors import AdapterkitError
     from adapterkit.evaluation import load_run, predict_logits
+    from adapterkit.io.files import check_output
     from adapterkit.precision import run_autocast
-
-    from adapterkit.files import check_output
 
     if output.suffix not in (".jsonl", ".tsv"):
         raise AdapterkitError(f"--output {output}: use a .jsonl or .tsv file name")
@@ -261,7 +260,7 @@ def _with_inputs(given: dict[str, list], text_columns, id_name: str | None, i: i
 
 def _file_task(folder: Path) -> bool:
     """True for a run or adapter trained with --task-type (not a GLUE preset)."""
-    from adapterkit.files import read_json
+    from adapterkit.io.files import read_json
     from adapterkit.tasks.heads import run_spec
 
     run_file = folder / "run_config.json"
@@ -293,7 +292,7 @@ def _rsa(name: str | None, density: float, block_size: int, seed: int) -> dict |
 
 
 def _write_predictions(path: Path, records: list[dict]) -> None:
-    from adapterkit.atomic import write_text
+    from adapterkit.io.atomic import write_text
 
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".jsonl":

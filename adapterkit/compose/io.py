@@ -20,11 +20,11 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from adapterkit.atomic import atomic_write, write_json
 from adapterkit.compose.fusion import FusionConfig, add_fusion, remove_fusion
 from adapterkit.errors import AdapterkitError, IncompatibleAdapterError
-from adapterkit.files import read_manifest_json, read_safetensors
-from adapterkit.io import HEAD_FILE, _backbone_writes, load_adapter, save_adapter
+from adapterkit.io.adapter import HEAD_FILE, _backbone_writes, load_adapter, save_adapter
+from adapterkit.io.atomic import atomic_write, write_json
+from adapterkit.io.files import read_manifest_json, read_safetensors
 from adapterkit.model import get_bank, head_parameters, remove_adapter, set_active
 
 COMBINATION_FILE = "adapterkit_combination.json"

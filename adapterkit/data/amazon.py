@@ -48,7 +48,7 @@ def resolve_amazon_dir(data_dir: str | Path | None = None) -> Path:
 
 def parse_reviews(path: str | Path) -> list[dict]:
     """Every review of one Blitzer file as a dict of its tags (title, review_text, rating, ...)."""
-    from adapterkit.files import text_lines
+    from adapterkit.io.files import text_lines
 
     path = Path(path)
     reviews, current, tag, lines = [], None, None, []

@@ -22,7 +22,7 @@ from adapterkit.errors import AdapterkitError
 
 def iter_tsv_lines(path: Path) -> Iterator[tuple[int, list[str]]]:
     """Yield (1-based line number, fields) for each non-empty line of `path`."""
-    from adapterkit.files import text_lines
+    from adapterkit.io.files import text_lines
 
     for number, line in text_lines(path, "a TSV file", newline=""):
         line = line.rstrip("\n").rstrip("\r")

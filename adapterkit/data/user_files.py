@@ -25,7 +25,7 @@ SINGLE_COLUMNS = ("sentence", "text", "text_a")
 def iter_records(path: str | Path, headerless: Sequence[str] | None = None) -> Iterator[tuple[int, dict]]:
     """Yield (line number, record) for each row of a TSV or JSONL file (`headerless`: column
     names for a TSV without a header line, see `_iter_tsv`)."""
-    from adapterkit.files import require_file
+    from adapterkit.io.files import require_file
 
     path = require_file(path, "input file")
     suffix = path.suffix.lower()
@@ -60,7 +60,7 @@ def _iter_tsv(path: Path, headerless: Sequence[str] | None = None) -> Iterator[t
 
 
 def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
-    from adapterkit.files import parse_json, text_lines
+    from adapterkit.io.files import parse_json, text_lines
 
     for number, line in text_lines(path, "a JSONL file"):
         if not line.strip():
@@ -188,7 +188,7 @@ def read_table(path: str | Path):
     local loaders (nothing is downloaded). CSV/TSV cells are read as strings (empty cells stay
     ""). A file the loader cannot parse gives one line naming the file and, where the parser
     or a line-by-line check can tell, the line."""
-    from adapterkit.files import require_file
+    from adapterkit.io.files import require_file
 
     path = require_file(path)
     suffix = path.suffix.lower()
@@ -222,7 +222,7 @@ def _string_features(path: Path, sep: str, quoting: int):
 
     import datasets
 
-    from adapterkit.files import text_lines
+    from adapterkit.io.files import text_lines
 
     first = next(text_lines(path, "a data file", newline=""), (1, ""))[1]  # UTF-8 checked, the file named
     header = next(csv.reader([first], delimiter=sep, quoting=quoting), None)

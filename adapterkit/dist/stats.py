@@ -12,13 +12,14 @@ bucket phase), the unit that fusion reduces.
 """
 from __future__ import annotations
 
-from adapterkit.atomic import write_json
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch.distributed as dist
+
+from adapterkit.io.atomic import write_json
 
 BYTE_MODEL = "gloo ring collectives: bytes this rank sends to its ring successor (no TCP/IP headers)"
 

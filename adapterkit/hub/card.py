@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from adapterkit.files import FileFormatError, parse_json
-from adapterkit.hub.files import CONFIG_FILE, METRICS_FILE, FileEntry, count_parameters
 from adapterkit.hub.errors import IntegrityError
+from adapterkit.hub.files import CONFIG_FILE, METRICS_FILE, FileEntry, count_parameters
+from adapterkit.io.files import FileFormatError, parse_json
 
 CARD_FORMAT = "adapterkit.hub.card"
 CARD_FORMAT_VERSION = 1

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from adapterkit import files
 from adapterkit.hub.errors import HubError, IntegrityError, UnsupportedFile
 from adapterkit.hub.refs import check_file_path, check_sha256
+from adapterkit.io import files
 
 CONFIG_FILE = "adapterkit_config.json"
 METRICS_FILE = "metrics.json"

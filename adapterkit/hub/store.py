@@ -27,12 +27,12 @@ import time
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from adapterkit.atomic import write_json
-from adapterkit.files import FileFormatError, read_json
 from adapterkit.hub.card import build_card
 from adapterkit.hub.errors import Busy, HubError, IntegrityError, InvalidName, NotFound, TooLarge
 from adapterkit.hub.files import FileEntry, check_content, check_entries, read_chunks, version_id
 from adapterkit.hub.refs import DEFAULT_TAG, Ref, check_part, check_repo, check_sha256, check_version
+from adapterkit.io.atomic import write_json
+from adapterkit.io.files import FileFormatError, read_json
 
 MARKER = "adapterkit-hub.json"
 LAYOUT = 1

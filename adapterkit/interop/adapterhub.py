@@ -46,7 +46,6 @@ from torch import nn
 
 from adapterkit.config import BottleneckConfig
 from adapterkit.errors import AdapterkitError, IncompatibleAdapterError
-from adapterkit.files import read_safetensors
 from adapterkit.interop.adapterhub_format import (  # noqa: F401  (FAMILY_RULES, EXACT_FLAGS: public names)
     ACTIVATIONS,
     BIN_HEAD_FILE,
@@ -69,6 +68,7 @@ from adapterkit.interop.adapterhub_format import (  # noqa: F401  (FAMILY_RULES,
     write_json,
     write_weights,
 )
+from adapterkit.io.files import read_safetensors
 
 # ---------------------------------------------------------------- export
 
@@ -88,7 +88,8 @@ def convert_to_adapterhub(
     src: str | os.PathLike, dest: str | os.PathLike, name: str | None = None, weights: str = "both"
 ) -> Path:
     """Convert a saved adapterkit adapter folder `src` into an AdapterHub folder `dest`."""
-    from adapterkit.io import CONFIG_FILE as AK_CONFIG, HEAD_FILE, WEIGHTS_FILE, read_manifest
+    from adapterkit.io import CONFIG_FILE as AK_CONFIG
+    from adapterkit.io import HEAD_FILE, WEIGHTS_FILE, read_manifest
 
     if weights not in WEIGHT_FORMATS:
         raise AdapterkitError(f"weights must be one of {', '.join(WEIGHT_FORMATS)}, got {weights!r}")

@@ -10,10 +10,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from adapterkit.atomic import atomic_write
-from adapterkit.atomic import write_json as atomic_json
 from adapterkit.errors import AdapterkitError
-from adapterkit.files import read_safetensors
+from adapterkit.io.atomic import atomic_write
+from adapterkit.io.atomic import write_json as atomic_json
+from adapterkit.io.files import read_safetensors
 
 CONFIG_FILE = "adapter_config.json"
 SAFE_WEIGHTS_FILE = "adapter.safetensors"

@@ -22,11 +22,22 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from adapterkit.atomic import atomic_write, write_json
 from adapterkit.errors import AdapterkitError
-from adapterkit.files import read_manifest_json, read_safetensors
-from adapterkit.multitask.model import (FORMAT, FORMAT_VERSION, MANIFEST, TRUNK_FILE, Branch, Head, MultiTaskModel,
-                                        _num_labels, _set_path, pre_state, renumbered)
+from adapterkit.io.atomic import atomic_write, write_json
+from adapterkit.io.files import read_manifest_json, read_safetensors
+from adapterkit.multitask.model import (
+    FORMAT,
+    FORMAT_VERSION,
+    MANIFEST,
+    TRUNK_FILE,
+    Branch,
+    Head,
+    MultiTaskModel,
+    _num_labels,
+    _set_path,
+    pre_state,
+    renumbered,
+)
 
 
 def branch_file(task: str) -> str:

@@ -21,8 +21,8 @@ def load_into(model, name: str, ref: str, hub: str | None = None):
     """(head module, task dict, bytes of adapter + head weights) after loading `ref` as `name`."""
     if "#" in ref and not ref.startswith("hub:"):
         return _load_bundle_branch(model, name, *ref.rsplit("#", 1))
-    from adapterkit.files import read_safetensors
     from adapterkit.io import HEAD_FILE, load_adapter, read_manifest
+    from adapterkit.io.files import read_safetensors
     from adapterkit.routing import build_head, head_size
 
     folder = _resolve(ref, hub)
@@ -58,7 +58,7 @@ def _task(folder: Path, manifest: dict, width: int, ref: str) -> dict:
         if spec.get("preset"):  # a GLUE run: its task's label names, as `predict` writes them
             kind, labels = _glue_task(spec["preset"])
     else:
-        from adapterkit.files import read_json
+        from adapterkit.io.files import read_json
 
         run = folder / "run_config.json"
         glue = read_json(run, "a run config", schema={"task?": (str, None)}).get("task") if run.is_file() else None
@@ -91,7 +91,7 @@ def _load_bundle_branch(model, name: str, bundle: str, task_name: str):
     """An adapter branch of a multi-task bundle, rebuilt on the engine's backbone: same layer set and
     sharing, site discovery of the backbone instead of the bundle's trunk paths."""
     from adapterkit.config import BottleneckConfig
-    from adapterkit.files import read_safetensors
+    from adapterkit.io.files import read_safetensors
     from adapterkit.model import add_adapter, get_bank, remove_adapter
     from adapterkit.multitask.io import head_tensors_by_model_key, read_manifest
     from adapterkit.routing import build_head, head_size

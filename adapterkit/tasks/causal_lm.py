@@ -114,9 +114,8 @@ def read_examples(path, spec, notes: list[str], responses: bool):
     import datasets
 
     from adapterkit.data.user_files import iter_records
+    from adapterkit.io.files import require_file, text_lines
     from adapterkit.tasks.sequence import guess_column
-
-    from adapterkit.files import require_file, text_lines
 
     path = require_file(path)
     if path.suffix.lower() == ".txt":

@@ -140,7 +140,7 @@ def read_questions(path, answers: bool):
     """Questions as a Dataset with id, question, context[, answers {"text", "answer_start"}]."""
     import datasets
 
-    from adapterkit.files import require_file
+    from adapterkit.io.files import require_file
 
     path = require_file(path)
     rows = list(_squad_rows(path) if _is_squad_json(path) else _jsonl_rows(path))
@@ -177,7 +177,7 @@ def _is_squad_json(path: Path) -> bool:
 
 
 def _squad_rows(path: Path):
-    from adapterkit.files import read_json
+    from adapterkit.io.files import read_json
 
     data = read_json(path, "a SQuAD JSON file", SQUAD_SCHEMA, max_bytes=1 << 30)
     for a, article in enumerate(data["data"]):

@@ -52,8 +52,8 @@ def load_for_inference(folder: str | Path, precision: str | None = None, note=pr
     from adapterkit.compose.drop import drop_for_run
     from adapterkit.errors import AdapterkitError
     from adapterkit.evaluation import _apply_precision
-    from adapterkit.files import read_json
     from adapterkit.io import load_adapter, read_manifest
+    from adapterkit.io.files import read_json
 
     folder = Path(folder)
     if not folder.is_dir():

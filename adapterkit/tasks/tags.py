@@ -25,7 +25,7 @@ TAG_GUESSES = ("tags", "ner_tags", "labels", "label")
 
 def read_tagged(path, tag_column: str | None = None, token_column: str | None = None) -> list[tuple[list[str], list[str], str]]:
     """[(words, tags, where)] from a CoNLL column file or a JSONL file (where = file:line)."""
-    from adapterkit.files import require_file
+    from adapterkit.io.files import require_file
 
     path = require_file(path)
     if path.suffix.lower() in (".jsonl", ".json"):
@@ -34,7 +34,7 @@ def read_tagged(path, tag_column: str | None = None, token_column: str | None = 
 
 
 def _read_conll(path: Path):
-    from adapterkit.files import text_lines
+    from adapterkit.io.files import text_lines
 
     sentences, words, tags, start, width = [], [], [], 0, None
     for number, line in text_lines(path, "a CoNLL file"):

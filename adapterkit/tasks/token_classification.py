@@ -48,7 +48,7 @@ class TokenClassification:
         ignored, a blank line ends a sentence) or JSONL rows with a `tokens` list."""
         import datasets
 
-        from adapterkit.files import require_file, text_lines
+        from adapterkit.io.files import require_file, text_lines
 
         path = require_file(path, "input file")
         if path.suffix.lower() in (".jsonl", ".json"):

@@ -6,6 +6,6 @@
              `frozen_features` (the bare backbone's mean-pooled sentence features)
   scoring    `predict_logits` of a classifier on rows, `classification_scores` (accuracy, F1)
   schedule   `linear_warmup` (the learning-rate schedule), `fit` (AdamW over a loss function)
-Atomic file writes live in `adapterkit.atomic`, layer-stack slicing in `adapterkit.slicing`.
+Atomic file writes live in `adapterkit.io.atomic`, layer-stack slicing in `adapterkit.slicing`.
 Rows are encoded examples: dicts with input_ids, [attention_mask, token_type_ids], labels.
 """

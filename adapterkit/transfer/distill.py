@@ -21,8 +21,8 @@ from pathlib import Path
 
 import torch
 
-from adapterkit.atomic import write_json
 from adapterkit.errors import AdapterkitError
+from adapterkit.io.atomic import write_json
 from adapterkit.precision import under_precision
 from adapterkit.toolkit.scoring import predict_logits, score
 from adapterkit.transfer.common import DomainData, load_domains, make_model

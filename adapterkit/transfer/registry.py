@@ -17,9 +17,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from adapterkit.atomic import write_json
 from adapterkit.errors import AdapterkitError
-from adapterkit.precision import check_names as check_precision, under_precision
+from adapterkit.io.atomic import write_json
+from adapterkit.precision import check_names as check_precision
+from adapterkit.precision import under_precision
 
 Algorithm = Callable[["TransferSpec"], dict]
 ALGORITHMS: dict[str, Algorithm] = {}

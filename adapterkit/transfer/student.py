@@ -25,10 +25,18 @@ import torch
 from torch import nn
 
 from adapterkit.backbone import quiet_loading
-from adapterkit.atomic import write_json
 from adapterkit.errors import AdapterkitError
-from adapterkit.model import (BANK, adapter_config, adapter_plan, add_adapter, full_saves, get_bank, list_adapters,
-                              set_active)
+from adapterkit.io.atomic import write_json
+from adapterkit.model import (
+    BANK,
+    adapter_config,
+    adapter_plan,
+    add_adapter,
+    full_saves,
+    get_bank,
+    list_adapters,
+    set_active,
+)
 from adapterkit.sharing.sites import find_layer_stacks
 
 _DEPTH_KEYS = ("num_hidden_layers", "n_layer", "n_layers", "num_layers")

@@ -20,7 +20,6 @@ from adapterkit.hub.files import FileEntry
 from adapterkit.hub.refs import Ref, check_part, check_repo
 from adapterkit.hub.store import DEFAULT_MAX_FILE_BYTES, FolderStore
 
-
 MAX_JSON_BODY = 1 << 20  # requests other than file uploads carry small JSON
 
 
@@ -93,7 +92,7 @@ class TagBody(BaseModel):
 
 def read_tokens(token_file: str | Path) -> list[str]:
     """Tokens from a file, one a line; blank lines and `#` comments are ignored."""
-    from adapterkit.files import FileFormatError, read_text
+    from adapterkit.io.files import FileFormatError, read_text
 
     try:
         lines = read_text(token_file, "a token file", max_bytes=1 << 20).splitlines()

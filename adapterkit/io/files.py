@@ -6,7 +6,7 @@ Reading: `require_file` (an existing file, not a folder), `read_text` (a size ca
 it) and `read_safetensors`. Writing: `check_output` refuses to destroy an input or, without
 `overwrite`, anything that exists, and says at once when a folder cannot be written.
 Every problem is an AdapterkitError whose message names the file: the CLI prints it as one line.
-(Writing itself goes through adapterkit.atomic.) Only the standard library is imported here.
+(Writing itself goes through adapterkit.io.atomic.) Only the standard library is imported here.
 """
 from __future__ import annotations
 

@@ -21,9 +21,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from adapterkit.atomic import atomic_write, fsync_dir, write_json
 from adapterkit.errors import AdapterkitError
-from adapterkit.files import FileFormatError, read_json, read_safetensors, safetensors_header
+from adapterkit.io.atomic import atomic_write, fsync_dir, write_json
+from adapterkit.io.files import FileFormatError, read_json, read_safetensors, safetensors_header
 from adapterkit.model import trainable_state_dict
 
 WEIGHTS, OPTIMIZER, STATE = "weights.safetensors", "optimizer.safetensors", "state.json"

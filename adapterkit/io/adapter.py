@@ -25,15 +25,15 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from adapterkit.atomic import atomic_write, write_json
 from adapterkit.backbone import canonical_name
 from adapterkit.config import BottleneckConfig
 from adapterkit.errors import AdapterkitError, IncompatibleAdapterError
-from adapterkit.files import read_manifest_json, read_safetensors
+from adapterkit.io.atomic import atomic_write, write_json
+from adapterkit.io.files import read_manifest_json, read_safetensors
 from adapterkit.model import (
-    add_adapter,
     adapter_config,
     adapter_plan,
+    add_adapter,
     get_bank,
     head_parameters,
     layer_norm_parameters,
