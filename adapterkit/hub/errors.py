@@ -1,11 +1,12 @@
-"""Hub errors. Each carries the HTTP status the server answers with, and the client maps a
-status back to the same class, so a refusal reads the same from a folder hub and a server."""
+"""Hub errors. Each carries the HTTP status the server answers with (adapterkit.errors.ServiceError),
+and the client raises the same class again, so a refusal reads the same from a folder hub and a
+server."""
 from __future__ import annotations
 
-from adapterkit.errors import AdapterkitError
+from adapterkit.errors import ServiceError
 
 
-class HubError(AdapterkitError):
+class HubError(ServiceError):
     """A hub refused or could not complete a request."""
 
     status = 400
@@ -53,7 +54,6 @@ class Busy(HubError):
     status = 503
 
 
-ERRORS_BY_NAME = {cls.__name__: cls for cls in (HubError, InvalidName, Unauthorized, NotFound, TooLarge,
-                                                UnsupportedFile, IntegrityError, Busy)}
+# a response without a class name (a framework's own 401/404/413/422) maps by status
 ERRORS_BY_STATUS = {401: Unauthorized, 404: NotFound, 413: TooLarge, 415: UnsupportedFile, 422: IntegrityError,
                     503: Busy}

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Iterable, Iterator
 from urllib.parse import quote
 
-from adapterkit.hub.errors import ERRORS_BY_NAME, ERRORS_BY_STATUS, HubError, TooLarge
+from adapterkit.hub.errors import ERRORS_BY_STATUS, HubError, TooLarge
 from adapterkit.hub.files import CHUNK, FileEntry
 from adapterkit.hub.refs import Ref, check_repo, check_sha256
 
@@ -124,5 +124,4 @@ def _raise_for(response) -> None:
     detail = body.get("detail") if isinstance(body, dict) else None
     if not isinstance(detail, str):
         detail = f"HTTP {response.status_code} from {response.request.url}" + (f": {detail}" if detail else "")
-    cls = ERRORS_BY_NAME.get(body.get("error") if isinstance(body, dict) else None)
-    raise (cls or ERRORS_BY_STATUS.get(response.status_code, HubError))(detail)
+    raise HubError.from_response(response.status_code, body, detail, ERRORS_BY_STATUS)

@@ -24,7 +24,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from adapterkit.serve.engine import Engine
-from adapterkit.serve.errors import ServeError
+from adapterkit.serve.errors import ServeError, Unauthorized
 
 MAX_INPUTS = 1024
 
@@ -70,8 +70,7 @@ def create_app(engine: Engine, token: str | None = None, close_engine: bool = Tr
 
     @app.exception_handler(ServeError)
     async def serve_error(request: Request, e: ServeError):
-        headers = {"Retry-After": str(e.retry_after)} if hasattr(e, "retry_after") else None
-        return JSONResponse({"detail": str(e), "error": type(e).__name__}, status_code=e.status, headers=headers)
+        return e.response()
 
     @app.post("/v1/predict")
     async def predict(body: PredictRequest):
@@ -116,10 +115,6 @@ def create_app(engine: Engine, token: str | None = None, close_engine: bool = Tr
         return Response(metrics.render(), media_type="text/plain; version=0.0.4")
 
     return app
-
-
-class Unauthorized(ServeError):
-    status = 401
 
 
 def _check_token(request: Request, token: str | None) -> None:

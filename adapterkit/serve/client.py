@@ -10,8 +10,6 @@ import httpx
 
 from adapterkit.serve import errors
 
-_BY_STATUS = {404: errors.UnknownAdapter, 413: errors.InputTooLong, 503: errors.QueueFull}
-
 
 class Client:
     def __init__(self, url: str, token: str | None = None, timeout: float = 60.0) -> None:
@@ -53,12 +51,10 @@ class Client:
             raise errors.ServeError(f"cannot reach {self._http.base_url}: {e}") from None
         if response.status_code >= 400:
             try:
-                detail = response.json().get("detail", response.text)
-            except ValueError:
-                detail = response.text
-            error = _BY_STATUS.get(response.status_code, errors.ServeError)
-            exc = error.__new__(error)
-            errors.ServeError.__init__(exc, f"HTTP {response.status_code}: {detail}")
-            exc.status = response.status_code
-            raise exc
+                body = response.json()
+                detail, error = body.get("detail", response.text), body.get("error")
+            except (ValueError, AttributeError):
+                detail, error = response.text, None
+            raise errors.ServeError.from_response(response.status_code, {"error": error},
+                                                  f"HTTP {response.status_code}: {detail}", errors.BY_STATUS)
         return response.json()

@@ -1,10 +1,11 @@
-"""Errors the serving engine raises; each carries the HTTP status the server answers with."""
+"""Errors the serving engine raises; each carries the HTTP status the server answers with
+(adapterkit.errors.ServiceError)."""
 from __future__ import annotations
 
-from adapterkit.errors import AdapterkitError
+from adapterkit.errors import ServiceError
 
 
-class ServeError(AdapterkitError):
+class ServeError(ServiceError):
     status = 500
 
 
@@ -26,6 +27,12 @@ class InputTooLong(ServeError):
     status = 413
 
 
+class Unauthorized(ServeError):
+    """Loading or unloading without the server's token."""
+
+    status = 401
+
+
 class QueueFull(ServeError):
     status = 503
     retry_after = 1
@@ -34,3 +41,7 @@ class QueueFull(ServeError):
 class EngineClosed(ServeError):
     status = 503
     retry_after = 5
+
+
+# a response without a class name (a framework's own 404/413) maps by status
+BY_STATUS = {404: UnknownAdapter, 413: InputTooLong, 503: QueueFull}

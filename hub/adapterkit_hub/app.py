@@ -47,8 +47,7 @@ class LimitJsonBodies:
             if message["type"] != "http.request" or not message.get("more_body"):
                 break
         if not whole:
-            error = TooLarge(f"request body over {MAX_JSON_BODY:,} bytes")
-            response = JSONResponse({"error": "TooLarge", "detail": str(error)}, error.status)
+            response = TooLarge(f"request body over {MAX_JSON_BODY:,} bytes").response()
             return await response(scope, receive, send)
         replayed = False
 
@@ -74,9 +73,7 @@ class AuthenticateWrites:
             try:
                 self.check(auth)
             except Unauthorized as exc:
-                response = JSONResponse({"error": "Unauthorized", "detail": str(exc)}, exc.status,
-                                        headers={"WWW-Authenticate": "Bearer"})
-                return await response(scope, receive, send)
+                return await exc.response()(scope, receive, send)
         await self.app(scope, receive, send)
 
 
@@ -114,8 +111,7 @@ def create_app(root: str | Path, tokens: list[str] | None = None,
 
     @app.exception_handler(HubError)
     async def hub_error(request: Request, exc: HubError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        return JSONResponse({"error": type(exc).__name__, "detail": str(exc)}, exc.status, headers=headers)
+        return exc.response()
 
     def writer(authorization: str | None = Header(default=None)) -> None:  # also a dependency of each write route
         if not tokens:
@@ -136,7 +132,7 @@ def create_app(root: str | Path, tokens: list[str] | None = None,
 
     @app.exception_handler(RecursionError)
     async def too_deep(request: Request, exc: RecursionError) -> JSONResponse:
-        return JSONResponse({"error": "HubError", "detail": "request JSON nested too deeply"}, 400)
+        return HubError("request JSON nested too deeply").response()
 
     _read_routes(app, store, max_file_bytes, writable=bool(tokens))
     _write_routes(app, store, Depends(writer))
