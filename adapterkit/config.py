@@ -1,4 +1,6 @@
-"""Adapter configuration: one dataclass, validated on construction, JSON round trip."""
+"""Configuration: the adapter's (BottleneckConfig: validated on construction, JSON round trip), the
+optimisation settings every trainer shares (Schedule), and the one rule per training setting
+(SETTING_RULES, check_settings) that every command's config is checked with."""
 from __future__ import annotations
 
 import dataclasses
@@ -28,6 +30,53 @@ def check_number(name: str, value: Any, minimum: float | None = None, above: flo
         if bound is not None and fails(bound):
             raise AdapterkitError(f"{name} must be {words} {bound:g}, got {value!r}")
     return value
+
+
+# The rule for each training setting, wherever a config carries it (TrainConfig, LoopSettings,
+# TransferSpec, MultiTaskConfig, the distillation configs): written once, checked by check_settings.
+_POSITIVE_INT = dict(minimum=1, integer=True)
+SETTING_RULES: dict[str, dict] = {
+    **{name: _POSITIVE_INT for name in ("epochs", "kd_epochs", "batch_size", "eval_batch_size",
+                                        "gradient_accumulation_steps", "max_steps", "eval_steps",
+                                        "early_stopping_patience", "train_limit")},
+    "max_seq_len": dict(minimum=2, integer=True),  # room for [CLS] and [SEP]
+    **{name: dict(above=0.0) for name in ("lr", "kd_lr", "temperature")},
+    "warmup_ratio": dict(minimum=0.0, maximum=1.0),
+    "weight_decay": dict(minimum=0.0),
+    "alpha": dict(minimum=0.0, maximum=1.0),
+}
+# None means "not set" (no limit, the default) for these
+OPTIONAL_SETTINGS = ("max_steps", "eval_steps", "early_stopping_patience", "train_limit")
+
+
+def check_settings(cfg: Any, optional: tuple[str, ...] = ()) -> None:
+    """Check every setting of SETTING_RULES that `cfg` has; `None` passes for OPTIONAL_SETTINGS
+    and for the names in `optional` (those a config resolves later, such as TrainConfig's lr)."""
+    for name, rule in SETTING_RULES.items():
+        if not hasattr(cfg, name):
+            continue
+        value = getattr(cfg, name)
+        if value is None and (name in OPTIONAL_SETTINGS or name in optional):
+            continue
+        check_number(name, value, **rule)
+
+
+@dataclass(kw_only=True)
+class Schedule:
+    """The optimisation settings every trainer shares: the training loop (LoopSettings, hence
+    `adapterkit train`'s TrainConfig), teacher training and distillation (transfer.kd). A config
+    inherits them and changes a default with `field(default=..., kw_only=True)`. Keyword-only, so a
+    config's own fields keep their positions."""
+
+    epochs: int = 3
+    max_steps: int | None = None  # stop after this many optimizer steps (None: all epochs)
+    lr: float | None = 1e-3
+    batch_size: int = 32
+    warmup_ratio: float = 0.1  # linear warmup over this share of the steps, then linear decay
+    seed: int = 42  # as every CLI command
+
+    def __post_init__(self) -> None:
+        check_settings(self)
 
 
 def parse_sharing(value: Any) -> Sharing:

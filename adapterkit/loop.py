@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from adapterkit.config import Schedule
 from adapterkit.data.encode import batches
 from adapterkit.io.atomic import write_text
 from adapterkit.io.checkpoint import load_checkpoint, recover_checkpoint, save_checkpoint
@@ -28,19 +29,13 @@ from adapterkit.toolkit.schedule import linear_warmup
 
 
 @dataclass
-class LoopSettings:
+class LoopSettings(Schedule):
     """The loop's knobs (a TrainConfig carries them; the loop reads nothing else)."""
 
-    epochs: int = 3
-    max_steps: int | None = None
-    lr: float = 1e-3
     weight_decay: float = 0.0
-    warmup_ratio: float = 0.1
-    batch_size: int = 32
     gradient_accumulation_steps: int = 1
     eval_steps: int | None = None
     early_stopping_patience: int | None = None
-    seed: int = 42
     full_finetune: bool = False
     resume: bool = False
 

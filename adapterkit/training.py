@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from adapterkit import backbone
-from adapterkit.config import BottleneckConfig, check_number
+from adapterkit.config import BottleneckConfig, Schedule, check_number, check_settings
 from adapterkit.errors import AdapterkitError
 from adapterkit.io.atomic import write_json
 from adapterkit.model import add_adapter, count_parameters, head_parameters, train_adapter
@@ -39,18 +39,16 @@ ADAPTER_LR, FULL_LR = 1e-3, 5e-5
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Schedule):
+    """One `adapterkit train` run. The optimisation settings (epochs, max_steps, lr, batch_size,
+    warmup_ratio, seed) come from adapterkit.config.Schedule, keyword-only."""
+
     task: str = "cola"
     model: str | None = None  # default: the bundled all-MiniLM-L6-v2
     adapter: BottleneckConfig = field(default_factory=BottleneckConfig)
     full_finetune: bool = False
-    epochs: int = 3
-    max_steps: int | None = None
-    lr: float | None = None  # default: 1e-3 for adapters, 5e-5 for full fine-tuning
-    batch_size: int = 32
+    lr: float | None = field(default=None, kw_only=True)  # default: 1e-3 for adapters, 5e-5 for full fine-tuning
     max_seq_len: int = 128
-    seed: int = 42
-    warmup_ratio: float = 0.1
     weight_decay: float = 0.0
     data_dir: str | None = None
     output: str | None = None  # default: runs/<task>-<adapter|full>-s<seed>
@@ -80,14 +78,7 @@ class TrainConfig:
     trunk_cache_mb: float = 2048.0  # memory for cached states; beyond it they go to OUTPUT/trunk-cache/
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "eval_batch_size", "gradient_accumulation_steps"):
-            check_number(name, getattr(self, name), minimum=1, integer=True)
-        check_number("max_seq_len", self.max_seq_len, minimum=2, integer=True)  # room for [CLS] and [SEP]
-        for name in ("max_steps", "eval_steps", "early_stopping_patience"):
-            if getattr(self, name) is not None:
-                check_number(name, getattr(self, name), minimum=1, integer=True)
-        check_number("warmup_ratio", self.warmup_ratio, minimum=0.0, maximum=1.0)
-        check_number("weight_decay", self.weight_decay, minimum=0.0)
+        check_settings(self, optional=("lr",))  # lr None: the default for adapters or full fine-tuning
         check_number("bucket_mb", self.bucket_mb, above=0.0)
         check_number("trunk_cache_mb", self.trunk_cache_mb, minimum=0.0)
         from adapterkit.dist.strategies import strategy_names
@@ -107,8 +98,6 @@ class TrainConfig:
 
             get_task_type(self.task_type)  # refuses an unknown type before any work
         check_precision(self.precision, self.backbone_dtype)
-        if self.lr is not None:
-            check_number("lr", self.lr, above=0.0)
         check_number("drop_layers", self.drop_layers, minimum=0, integer=True)
         if self.drop_robust and not self.drop_layers:
             raise AdapterkitError("--drop-robust draws k in 0..--drop-layers: give --drop-layers K >= 1")

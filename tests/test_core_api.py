@@ -271,3 +271,23 @@ def test_train_adapter_switches_backbone_dropout_off_and_remove_restores():
     ak.train_adapter(model, "a")
     ak.remove_adapter(model, "a")
     assert all(m.p == 0.1 for m in backbone)
+
+
+@pytest.mark.parametrize("config", ["TrainConfig", "TransferSpec", "MultiTaskConfig", "KDConfig"])
+@pytest.mark.parametrize("setting, value, message", [
+    ("epochs", 0, "epochs must be >= 1, got 0"),
+    ("batch_size", 2.5, "batch_size must be an integer"),
+    ("lr", float("inf"), "lr must be a finite number"),
+    ("lr", -1e-3, "lr must be > 0"),
+])
+def test_every_config_checks_the_shared_settings_alike(config, setting, value, message):
+    # one rule per setting (adapterkit.config.SETTING_RULES), whichever command's config carries it
+    from adapterkit.multitask.train import MultiTaskConfig
+    from adapterkit.training import TrainConfig
+    from adapterkit.transfer.kd import KDConfig
+    from adapterkit.transfer.registry import TransferSpec
+
+    make = {"TrainConfig": TrainConfig, "MultiTaskConfig": MultiTaskConfig, "KDConfig": KDConfig,
+            "TransferSpec": lambda **kw: TransferSpec(source=["books"], target="dvd", **kw)}[config]
+    with pytest.raises(ak.AdapterkitError, match=message):
+        make(**{setting: value})

@@ -165,13 +165,18 @@ def start_heartbeat() -> None:
 
 
 def stall_timeout_s() -> float:
-    value = os.environ.get(STALL_ENV, "")
+    return _seconds_from_env(STALL_ENV, DEFAULT_STALL_S)
+
+
+def _seconds_from_env(name: str, default: float) -> float:
+    """A positive, finite number of seconds from the environment variable `name` (unset: `default`)."""
+    value = os.environ.get(name, "")
     try:
-        seconds = float(value) if value else DEFAULT_STALL_S
+        seconds = float(value) if value else default
     except ValueError:
         seconds = -1.0
     if not 0 < seconds < float("inf"):
-        raise AdapterkitError(f"{STALL_ENV}={value!r}: expected a positive number of seconds")
+        raise AdapterkitError(f"{name}={value!r}: expected a positive number of seconds")
     return seconds
 
 
@@ -207,14 +212,7 @@ def _message(failure) -> str:
 
 
 def dist_timeout_s() -> float:
-    value = os.environ.get(TIMEOUT_ENV, "")
-    try:
-        seconds = float(value) if value else DEFAULT_TIMEOUT_S
-    except ValueError:
-        seconds = -1.0
-    if not 0 < seconds < float("inf"):
-        raise AdapterkitError(f"{TIMEOUT_ENV}={value!r}: expected a positive number of seconds")
-    return seconds
+    return _seconds_from_env(TIMEOUT_ENV, DEFAULT_TIMEOUT_S)
 
 
 def init_distributed(backend: str | None = None, timeout_s: float | None = None) -> None:

@@ -75,17 +75,10 @@ class MultiTaskConfig:
         if not self.tasks:
             raise AdapterkitError("give at least one task")
         check_precision(self.precision)
-        from adapterkit.config import check_number
+        from adapterkit.config import check_number, check_settings
 
-        for name in ("epochs", "kd_epochs", "batch_size"):
-            check_number(name, getattr(self, name), minimum=1, integer=True)
-        check_number("max_seq_len", self.max_seq_len, minimum=2, integer=True)
-        for name in ("lr", "kd_lr", "temperature"):
-            check_number(name, getattr(self, name), above=0.0)
-        check_number("alpha", self.alpha, minimum=0.0, maximum=1.0)
+        check_settings(self)
         check_number("c", self.c)
-        if self.train_limit is not None:
-            check_number("train_limit", self.train_limit, minimum=1, integer=True)
         if self.branch_layer is not None:
             check_number("branch_layer", self.branch_layer, minimum=0, integer=True)
         if self.adapter is not None:

@@ -9,14 +9,14 @@ is frozen and runs in eval mode (no dropout), so for methods that only need its 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from types import SimpleNamespace
 from typing import Callable, Iterable
 
 import torch
 from torch import nn
 
-from adapterkit.config import check_number
+from adapterkit.config import Schedule, check_number, check_settings
 from adapterkit.errors import AdapterkitError
 from adapterkit.precision import check_names as check_precision
 from adapterkit.toolkit.batching import batches, cycle, model_inputs
@@ -29,7 +29,7 @@ TRAINABLE = ("all", "adapter")
 
 
 @dataclass
-class KDConfig:
+class KDConfig(Schedule):
     """How a student is distilled. `train`: "all" student parameters, or "adapter" (its adapters
     and head only). `layer_map`: "skip", "last", "bottom" or explicit teacher layers (1-based)."""
 
@@ -39,24 +39,15 @@ class KDConfig:
     beta: float = 100.0
     domain_weight: float = 0.5
     layer_map: str | list[int] = "skip"
-    epochs: int = 3
-    max_steps: int | None = None
-    lr: float = 1e-4
-    batch_size: int = 32
-    seed: int = 42  # as every CLI command
-    warmup_ratio: float = 0.1
+    lr: float = field(default=1e-4, kw_only=True)
     train: str = "all"
     precision: str = "fp32"  # distill_run / metakd_run run under this autocast (adapterkit.precision)
 
     def __post_init__(self) -> None:
         if self.method not in KD_METHODS:
             raise AdapterkitError(f"unknown distillation method {self.method!r}; known: {', '.join(sorted(KD_METHODS))}")
-        check_number("temperature", self.temperature, above=0.0)
-        check_number("alpha", self.alpha, minimum=0.0, maximum=1.0)
+        check_settings(self)
         check_number("beta", self.beta, minimum=0.0)
-        check_number("epochs", self.epochs, minimum=1, integer=True)
-        check_number("batch_size", self.batch_size, minimum=1, integer=True)
-        check_number("lr", self.lr, above=0.0)
         check_precision(self.precision)
         if self.train not in TRAINABLE:
             raise AdapterkitError(f"train must be one of {TRAINABLE}, got {self.train!r}")
@@ -139,20 +130,16 @@ def _steps(n_rows: int, cfg) -> int:
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Schedule):
     """Supervised training of a (teacher) model: `mode` "full" trains every parameter, "adapter"
     only the adapter named `adapter` and the head."""
 
-    epochs: int = 3
-    max_steps: int | None = None
-    lr: float = 5e-5
-    batch_size: int = 32
-    seed: int = 42  # as every CLI command
-    warmup_ratio: float = 0.1
+    lr: float = field(default=5e-5, kw_only=True)
     mode: str = "full"
     adapter: str | None = None
 
     def __post_init__(self) -> None:
+        check_settings(self)
         if self.mode not in ("full", "adapter"):
             raise AdapterkitError(f"mode must be 'full' or 'adapter', got {self.mode!r}")
         if self.mode == "adapter" and not self.adapter:

@@ -58,13 +58,9 @@ class TransferSpec:
             raise AdapterkitError(f"target {self.target!r} is also a source domain")
         if self.target_shots is not None and self.target_shots < 2:
             raise AdapterkitError(f"target_shots must be >= 2, got {self.target_shots}")
-        from adapterkit.config import check_number
+        from adapterkit.config import check_settings
 
-        for name in ("epochs", "batch_size", "bottleneck_dim"):
-            if getattr(self, name) is not None:  # bottleneck_dim None: the width comes from reduction_factor
-                check_number(name, getattr(self, name), minimum=1, integer=True)
-        check_number("max_seq_len", self.max_seq_len, minimum=2, integer=True)
-        check_number("lr", self.lr, above=0.0)
+        check_settings(self)  # bottleneck_dim is checked with the adapter config below
         check_precision(self.precision)
         self.adapter_config()  # a bad sharing or width is refused before any work
 
