@@ -79,6 +79,7 @@ class AdapterBank(nn.Module):
         self.fusion_specs: dict[str, object] = {}
         self.drop_layers = 0  # AdapterDrop: sites in layers below this pass unchanged (adapterkit.compose.drop)
         self.site_layers: dict[str, int] = {}  # site path -> layer index within its stack
+        self.row_drop: dict[str, int] = {}  # adapter -> its own AdapterDrop k in routed forwards (serving)
 
     # --- adapters -------------------------------------------------------------------------------
     def require(self, name: str) -> None:
@@ -97,6 +98,7 @@ class AdapterBank(nn.Module):
         self.require(name)
         del self.adapters[name]
         del self.configs[name], self.plans[name]
+        self.row_drop.pop(name, None)
         self.activate([a for a in self.active if a != name], self.composition)
         used = {site.path for plan in self.plans.values() for site in plan.sites}
         for path in [p for p in self._hooks if p not in used]:

@@ -7,7 +7,8 @@
 Each row names one adapter, a stack of adapters (a tuple, applied in order), or None (the bare
 backbone). At every site the bank's hook hands the output to the active `RowRouter`, which
 applies each row's modules for that site; a row whose adapter has no module at the site (other
-layer set, placement or sharing plan) passes through unchanged.
+layer set, placement or sharing plan), or drops it (AdapterDrop: the site's layer is below the
+model's k or the adapter's own `bank.row_drop[name]`), passes through unchanged.
 
 Formulation (measured in benchmarks/bench_serve_engine.py, see benchmarks/README.md): the
 bottleneck modules of the rows are *gathered* into per-row weight stacks, padded to the largest
@@ -56,6 +57,9 @@ class RowRouter:
         self.formulation = formulation
         self._modules = bank.adapters
         self._routes = {name: bank.plans[name].group_of() for name in {n for s in self.rows for n in s}}
+        # AdapterDrop: a row's adapter skips the sites below its own k (bank.row_drop) or the model's
+        self._below = {name: max(bank.drop_layers, bank.row_drop.get(name, 0)) for name in self._routes}
+        self._site_layers = bank.site_layers
         self._sites: dict[str, list[list[nn.Module | None]]] = {}  # path -> per depth, per row
         self._stacks: dict[tuple[int, ...], _Gathered] = {}  # distinct per-row module tuples
 
@@ -70,8 +74,9 @@ class RowRouter:
     def _site(self, path: str) -> list[list[nn.Module | None]]:
         """Per stack depth, the module of each row at this site (None: the row passes through)."""
         if path not in self._sites:
-            chains = [[self._modules[n][self._routes[n][path]] for n in stack if path in self._routes[n]]
-                      for stack in self.rows]
+            layer = self._site_layers.get(path, 0)
+            chains = [[self._modules[n][self._routes[n][path]] for n in stack
+                       if path in self._routes[n] and layer >= self._below[n]] for stack in self.rows]
             depth = max((len(c) for c in chains), default=0)
             self._sites[path] = [[c[i] if i < len(c) else None for c in chains] for i in range(depth)]
         return self._sites[path]

@@ -320,3 +320,47 @@ def test_a_corrupt_run_config_is_one_error_naming_the_file(tmp_path, content, me
     with pytest.raises(AdapterkitError, match=message) as caught:
         _task(tmp_path, {}, 2, "run")
     assert str(tmp_path / "run_config.json") in str(caught.value)
+
+
+def test_a_run_trained_with_adapterdrop_is_served_with_its_k(tiny_bert_dir, adapters, tmp_path):
+    """A run folder's --drop-layers k (as `eval` scores it) holds for its rows in a mixed batch;
+    the other adapters' rows keep every layer; a k the backbone cannot take is a 422 at load."""
+    import json
+    import shutil
+
+    import adapterkit as ak
+    from adapterkit.backbone import load_model, load_tokenizer
+    from adapterkit.compose.drop import set_adapter_drop
+    from adapterkit.serve import Engine, EngineConfig
+
+    dropped = tmp_path / "topic-k1"
+    shutil.copytree(adapters["topic"], dropped)  # per-layer adapters, non-zero in every layer
+    (dropped / "run_config.json").write_text(json.dumps({"drop_layers": 1}))
+    robust = tmp_path / "topic-robust"
+    shutil.copytree(dropped, robust)
+    (robust / "run_config.json").write_text(json.dumps({"drop_layers": 1, "drop_robust": True}))
+    too_deep = tmp_path / "topic-k9"
+    shutil.copytree(dropped, too_deep)
+    (too_deep / "run_config.json").write_text(json.dumps({"drop_layers": 9}))
+
+    def scored(k):
+        model = load_model(str(tiny_bert_dir), num_labels=3).eval()
+        ak.load_adapter(model, adapters["topic"])
+        set_adapter_drop(model, k)
+        with torch.no_grad():
+            return model(**load_tokenizer(str(tiny_bert_dir))(TEXTS[0], return_tensors="pt")).logits[0].softmax(-1)
+
+    refs = {"k1": str(dropped), "robust": str(robust), "plain": str(adapters["topic"]), "deep": str(too_deep)}
+    eng = Engine(EngineConfig(model=str(tiny_bert_dir), max_wait_ms=20), adapters=refs)
+    try:
+        got = eng.predict([{"adapter": name, "text": TEXTS[0]} for name in ("k1", "plain", "robust")])
+        torch.testing.assert_close(torch.tensor(got[0]["scores"]), scored(1), atol=1e-5, rtol=0)
+        torch.testing.assert_close(torch.tensor(got[1]["scores"]), scored(0), atol=1e-5, rtol=0)
+        torch.testing.assert_close(torch.tensor(got[2]["scores"]), scored(0), atol=1e-5, rtol=0)  # robust: k = 0
+        assert not torch.allclose(scored(0), scored(1), atol=1e-4)  # the k changes the output
+        from adapterkit.serve.errors import AdapterLoadError
+
+        with pytest.raises(AdapterLoadError, match="drop_layers 9: the model has 2 layers"):
+            eng.predict([{"adapter": "deep", "text": TEXTS[0]}])
+    finally:
+        eng.close()

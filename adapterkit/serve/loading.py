@@ -36,8 +36,28 @@ def load_into(model, name: str, ref: str, hub: str | None = None):
         tensors = {k: v for k, v in tensors.items() if k in declared}
     head = build_head(model, tensors)
     task = _task(folder, manifest, head_size(head), ref)
+    k = _run_drop(model, folder, ref)
     load_adapter(model, folder, name=name, activate=False, head=False)
+    if k:
+        from adapterkit.model import get_bank
+
+        get_bank(model).row_drop[name] = k
     return head, task, _bytes(model, name, head)
+
+
+def _run_drop(model, folder: Path, ref: str) -> int:
+    """The AdapterDrop k a run folder was trained (and is scored by `eval`) with: its
+    --drop-layers, 0 after robust training (adapterkit.compose.drop.drop_for_run's rule); 0 for a
+    folder without run_config.json."""
+    run_file = folder / "run_config.json"
+    if not run_file.is_file():
+        return 0
+    from adapterkit.compose.drop import check_drop_layers
+    from adapterkit.io.files import read_json
+
+    run = read_json(run_file, "a run config", schema={"drop_layers?": int, "drop_robust?": bool})
+    k = 0 if run.get("drop_robust") else run.get("drop_layers", 0)
+    return check_drop_layers(model, k, f"{ref}: the run's drop_layers") if k else 0  # engine: 422
 
 
 def _resolve(ref: str, hub: str | None) -> Path:
