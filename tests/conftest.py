@@ -9,10 +9,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never download
 os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-# Tests write only under temporary folders: the per-user cache and the default hub live in a
-# folder of this session (never ~/.cache/adapterkit), removed at the end.
+# Tests write only under temporary folders: the per-user cache, the default hub and the datasets
+# cache live in a folder of this session (never ~/.cache), removed at the end.
 _SESSION_TMP = Path(tempfile.mkdtemp(prefix="adapterkit-tests-"))
 os.environ["ADAPTERKIT_CACHE"] = str(_SESSION_TMP / "cache")
+# `datasets` caches the user files it parses (CSV, JSONL, ...) under ~/.cache/huggingface/datasets
+os.environ["HF_DATASETS_CACHE"] = str(_SESSION_TMP / "hf-datasets")
 os.environ.pop("ADAPTERKIT_HUB", None)
 try:  # hypothesis keeps its example database and constants under the session folder, not ./.hypothesis
     from hypothesis import configuration as _hypothesis_configuration
