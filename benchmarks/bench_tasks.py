@@ -13,6 +13,8 @@ the official EM/F1 definitions), the Amazon reviews as a user CSV (text, stars: 
 The variants are interleaved per seed, so machine load hits all of them alike. The test score
 is of the best validation evaluation's weights, reloaded from the output folder. A finished run
 (its metrics.json) is not trained again; --report-only tabulates the finished runs alone.
+--include-record adds the runs of an earlier record (a tasks_<bench>.json written by this script
+with the same settings, e.g. seeds run in another process or session) to the table.
 """
 from __future__ import annotations
 
@@ -20,7 +22,6 @@ import argparse
 import json
 import random
 import statistics
-import time
 from pathlib import Path
 
 from adapterkit.config import BottleneckConfig
@@ -124,6 +125,8 @@ def main() -> None:
     parser.add_argument("--out", default="runs/bench_tasks")
     parser.add_argument("--report-only", action="store_true",
                         help="tabulate the runs already finished under --out (train nothing)")
+    parser.add_argument("--include-record", action="append", default=[], metavar="JSON",
+                        help="an earlier tasks_<bench>.json of the same settings whose runs join the table")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (on a loaded 2-core machine 1 thread ran a step 5x faster than 2)")
     for key, value in DEFAULTS["conll"].items():
@@ -141,12 +144,34 @@ def main() -> None:
     print(f"{args.bench}: {task_type}, {sizes}, max_seq_len {args.max_seq_len}, {args.epochs} epochs, "
           f"batch {args.batch_size}", flush=True)
     results: dict[str, list[dict]] = {}
+    for path in args.include_record:
+        for name, runs in earlier_runs(path, args).items():
+            results.setdefault(name, []).extend(runs)
     for seed in [int(s) for s in args.seeds.split(",")]:
         for name in args.variants.split(","):
+            if any(r["seed"] == seed for r in results.get(name, [])):
+                raise SystemExit(f"{name} seed {seed} is both in --include-record and in --seeds")
             if args.report_only and not (work / f"{name}-s{seed}" / "metrics.json").exists():
                 continue
-            results.setdefault(name, []).append(run(name, seed, task_type, files, work, args))
+            results.setdefault(name, []).append({"seed": seed, **run(name, seed, task_type, files, work, args)})
+    for runs in results.values():
+        runs.sort(key=lambda r: r["seed"])
     report(args, task_type, sizes, results)
+
+
+SAME = ("bench", "variants", "adapter_lr", "full_lr", *DEFAULTS["conll"])
+
+
+def earlier_runs(path: str, args) -> dict[str, list[dict]]:
+    """The runs of an earlier record, refused unless it was made with the same settings. Records
+    before each run carried its seed list their runs in the order of their --seeds."""
+    record = json.loads(Path(path).read_text())
+    differ = [k for k in SAME if record["args"].get(k) != getattr(args, k)]
+    if differ:
+        raise SystemExit(f"{path}: made with other settings ({', '.join(differ)}); its runs cannot join this table")
+    seeds = [int(s) for s in record["args"]["seeds"].split(",")]
+    return {name: [{"seed": seeds[i], **r} if "seed" not in r else r for i, r in enumerate(runs)]
+            for name, runs in record["runs"].items()}
 
 
 def run(name: str, seed: int, task_type: str, files: DataFiles, work: Path, args) -> dict:
@@ -162,14 +187,17 @@ def run(name: str, seed: int, task_type: str, files: DataFiles, work: Path, args
     return metrics
 
 
+RECORDED = ("seed", "test", "best", "train_seconds", "best_step", "trainable_parameters")
+
+
 def report(args, task_type: str, sizes: dict, results: dict) -> None:
     keys = {"token-classification": ["f1", "precision", "recall"], "extractive-qa": ["exact_match", "f1"],
             "classification": ["accuracy", "macro_f1"]}[task_type]
     scale = 1.0 if task_type == "extractive-qa" else 100.0
     lines = [f"{args.bench} ({task_type}), all-MiniLM-L6-v2, {sizes}, max_seq_len {args.max_seq_len}, "
              f"{args.epochs} epochs, batch {args.batch_size}, lr adapters {args.adapter_lr} / full {args.full_lr}, "
-             f"seeds {args.seeds} (finished runs per variant: "
-             + ", ".join(f"{name} {len(runs)}" for name, runs in results.items()) + ")",
+             "seeds per variant: " + ", ".join(f"{name} {','.join(str(r['seed']) for r in runs)}"
+                                               for name, runs in results.items()),
              "| variant | trainable params | " + " | ".join(f"test {k} (mean ± sd)" for k in keys)
              + f" | test {keys[0]} per seed | train s per run (median; per seed) |",
              "|---|---:|" + "---:|" * len(keys) + "---:|---:|"]
@@ -181,14 +209,16 @@ def report(args, task_type: str, sizes: dict, results: dict) -> None:
             cells.append(f"{statistics.mean(values):.1f}{sd}")
         seconds = [r["train_seconds"] for r in runs]
         per_seed = " / ".join(f"{scale * r['test'][keys[0]]:.1f}" for r in runs)
-        lines.append(f"| {VARIANTS[name][0]} | {runs[0]['trainable_parameters']:,} | " + " | ".join(cells)
-                     + f" | {per_seed} | {statistics.median(seconds):.0f} ({' / '.join(f'{t:.0f}' for t in seconds)}) |")
+        params = next((f"{r['trainable_parameters']:,}" for r in runs if "trainable_parameters" in r), "?")
+        times = " / ".join(f"{t:.0f}" for t in seconds)
+        lines.append(f"| {VARIANTS[name][0]} | {params} | " + " | ".join(cells)
+                     + f" | {per_seed} | {statistics.median(seconds):.0f} ({times}) |")
     print("\n".join(lines), flush=True)
     record = Path(args.out) / f"tasks_{args.bench}.json"
     record.parent.mkdir(parents=True, exist_ok=True)
     record.write_text(json.dumps({"args": vars(args), "sizes": sizes, "table": lines,
-                                  "runs": {k: [{"test": r["test"], "best": r["best"], "train_seconds": r["train_seconds"],
-                                                "best_step": r["best_step"]} for r in v] for k, v in results.items()}},
+                                  "runs": {k: [{key: r[key] for key in RECORDED if key in r} for r in v]
+                                           for k, v in results.items()}},
                                  indent=1))
 
 
