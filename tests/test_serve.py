@@ -299,26 +299,27 @@ def test_hub_references_and_multitask_bundle_branches(tiny_bert_dir, adapters, t
 def test_glue_runs_are_served_with_the_label_names_predict_writes(tmp_path):
     import json
 
-    from adapterkit.serve.loading import _task
+    from adapterkit.serve.loading import _run_config, _task
 
     (tmp_path / "run_config.json").write_text(json.dumps({"task": "cola"}))
-    assert _task(tmp_path, {}, 2, "cola-run") == {"type": "classification", "labels": ["unacceptable", "acceptable"]}
+    assert _task({}, _run_config(tmp_path), 2, "cola-run") == {"type": "classification",
+                                                                "labels": ["unacceptable", "acceptable"]}
     (tmp_path / "run_config.json").write_text(json.dumps({"task": "stsb"}))
-    assert _task(tmp_path, {}, 1, "stsb-run") == {"type": "regression", "labels": None}
+    assert _task({}, _run_config(tmp_path), 1, "stsb-run") == {"type": "regression", "labels": None}
     # what `adapterkit train --task cola` writes: the manifest names the preset, labels as in the files
     manifest = {"task": {"type": "classification", "labels": ["0", "1"], "preset": "cola"}}
-    assert _task(tmp_path, manifest, 2, "cola-run")["labels"] == ["unacceptable", "acceptable"]
+    assert _task(manifest, {}, 2, "cola-run")["labels"] == ["unacceptable", "acceptable"]
 
 
 @pytest.mark.parametrize("content, message", [(b"\xff\xfe\x00", "not UTF-8"), (b"[" * 100_000, "nested too deeply"),
                                               (b"[1, 2]", "must be an object"), (b'{"task": 3}', "task")])
 def test_a_corrupt_run_config_is_one_error_naming_the_file(tmp_path, content, message):
     from adapterkit.errors import AdapterkitError
-    from adapterkit.serve.loading import _task
+    from adapterkit.serve.loading import _run_config
 
     (tmp_path / "run_config.json").write_bytes(content)
     with pytest.raises(AdapterkitError, match=message) as caught:
-        _task(tmp_path, {}, 2, "run")
+        _run_config(tmp_path)
     assert str(tmp_path / "run_config.json") in str(caught.value)
 
 

@@ -35,8 +35,9 @@ def load_into(model, name: str, ref: str, hub: str | None = None):
     if isinstance(declared, list):
         tensors = {k: v for k, v in tensors.items() if k in declared}
     head = build_head(model, tensors)
-    task = _task(folder, manifest, head_size(head), ref)
-    k = _run_drop(model, folder, ref)
+    run = _run_config(folder)
+    task = _task(manifest, run, head_size(head), ref)
+    k = _run_drop(model, run, ref)
     load_adapter(model, folder, name=name, activate=False, head=False)
     if k:
         from adapterkit.model import get_bank
@@ -45,17 +46,22 @@ def load_into(model, name: str, ref: str, hub: str | None = None):
     return head, task, _bytes(model, name, head)
 
 
-def _run_drop(model, folder: Path, ref: str) -> int:
-    """The AdapterDrop k a run folder was trained (and is scored by `eval`) with: its
-    --drop-layers, 0 after robust training (adapterkit.compose.drop.drop_for_run's rule); 0 for a
-    folder without run_config.json."""
+def _run_config(folder: Path) -> dict:
+    """The parts of a run folder's run_config.json the server uses ({} for a folder without one)."""
     run_file = folder / "run_config.json"
     if not run_file.is_file():
-        return 0
-    from adapterkit.compose.drop import check_drop_layers
+        return {}
     from adapterkit.io.files import read_json
 
-    run = read_json(run_file, "a run config", schema={"drop_layers?": int, "drop_robust?": bool})
+    return read_json(run_file, "a run config",
+                     schema={"task?": (str, None), "drop_layers?": int, "drop_robust?": bool})
+
+
+def _run_drop(model, run: dict, ref: str) -> int:
+    """The AdapterDrop k a run was trained (and is scored by `eval`) with: its --drop-layers, 0
+    after robust training (adapterkit.compose.drop.drop_for_run's rule) or without a run config."""
+    from adapterkit.compose.drop import check_drop_layers
+
     k = 0 if run.get("drop_robust") else run.get("drop_layers", 0)
     return check_drop_layers(model, k, f"{ref}: the run's drop_layers") if k else 0  # engine: 422
 
@@ -71,17 +77,14 @@ def _resolve(ref: str, hub: str | None) -> Path:
     return folder
 
 
-def _task(folder: Path, manifest: dict, width: int, ref: str) -> dict:
+def _task(manifest: dict, run: dict, width: int, ref: str) -> dict:
     spec = manifest.get("task")
     if isinstance(spec, dict) and spec.get("type"):
         kind, labels = spec["type"], spec.get("labels")
         if spec.get("preset"):  # a GLUE run: its task's label names, as `predict` writes them
             kind, labels = _glue_task(spec["preset"])
     else:
-        from adapterkit.io.files import read_json
-
-        run = folder / "run_config.json"
-        glue = read_json(run, "a run config", schema={"task?": (str, None)}).get("task") if run.is_file() else None
+        glue = run.get("task")
         kind, labels = _glue_task(glue) if glue else ("regression" if width == 1 else "classification", None)
     if kind not in TASK_TYPES:
         raise AdapterLoadError(f"{ref}: a {kind} adapter; the server predicts with classification and regression heads")
