@@ -32,7 +32,10 @@ VARIANTS = {
     "full": ("full fine-tuning", dict(full_finetune=True)),
     "sharing3": ("adapters, 3-shared", dict(adapter=BottleneckConfig(bottleneck_dim=64, sharing=3))),
     "sharing1": ("adapters, per layer", dict(adapter=BottleneckConfig(bottleneck_dim=64, sharing=1))),
+    # not run by default: 3-shared with the per-layer arm's parameter count (3 x 64 wide)
+    "sharing3w": ("adapters, 3-shared, bottleneck 192", dict(adapter=BottleneckConfig(bottleneck_dim=192, sharing=3))),
 }
+DEFAULT_VARIANTS = "full,sharing3,sharing1"
 
 
 def conll_files(data: Path, work: Path, args) -> tuple[str, DataFiles, dict]:
@@ -119,7 +122,7 @@ def main() -> None:
     parser.add_argument("bench", choices=list(BENCHES))
     parser.add_argument("--data", required=True, help="the shared data folder (conll2003/, squad/, amazon/)")
     parser.add_argument("--seeds", default="1,2,3")
-    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--variants", default=DEFAULT_VARIANTS, help=f"some of {', '.join(VARIANTS)}")
     parser.add_argument("--adapter-lr", type=float, default=1e-3)
     parser.add_argument("--full-lr", type=float, default=5e-5)
     parser.add_argument("--out", default="runs/bench_tasks")
@@ -132,6 +135,9 @@ def main() -> None:
     for key, value in DEFAULTS["conll"].items():
         parser.add_argument("--" + key.replace("_", "-"), type=int, default=None)
     args = parser.parse_args()
+    unknown = [name for name in args.variants.split(",") if name not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variant {unknown[0]!r} (variants: {', '.join(VARIANTS)})")
     for key, value in DEFAULTS[args.bench].items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -159,7 +165,7 @@ def main() -> None:
     report(args, task_type, sizes, results)
 
 
-SAME = ("bench", "variants", "adapter_lr", "full_lr", *DEFAULTS["conll"])
+SAME = ("bench", "adapter_lr", "full_lr", *DEFAULTS["conll"])
 
 
 def earlier_runs(path: str, args) -> dict[str, list[dict]]:
