@@ -141,6 +141,15 @@ def main() -> None:
     for key, value in DEFAULTS[args.bench].items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    results: dict[str, list[dict]] = {}
+    for path in args.include_record:
+        for name, runs in earlier_runs(path, args).items():
+            results.setdefault(name, []).extend(runs)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    for name, runs in results.items():  # before anything is written
+        both = sorted({r["seed"] for r in runs} & set(seeds)) if name in args.variants.split(",") else []
+        if both:
+            raise SystemExit(f"error: {name} seed {both[0]} is both in --include-record and in --seeds")
     import torch
 
     torch.set_num_threads(args.threads)
@@ -149,14 +158,8 @@ def main() -> None:
     task_type, files, sizes = BENCHES[args.bench](Path(args.data), work, args)
     print(f"{args.bench}: {task_type}, {sizes}, max_seq_len {args.max_seq_len}, {args.epochs} epochs, "
           f"batch {args.batch_size}", flush=True)
-    results: dict[str, list[dict]] = {}
-    for path in args.include_record:
-        for name, runs in earlier_runs(path, args).items():
-            results.setdefault(name, []).extend(runs)
-    for seed in [int(s) for s in args.seeds.split(",")]:
+    for seed in seeds:
         for name in args.variants.split(","):
-            if any(r["seed"] == seed for r in results.get(name, [])):
-                raise SystemExit(f"{name} seed {seed} is both in --include-record and in --seeds")
             if args.report_only and not (work / f"{name}-s{seed}" / "metrics.json").exists():
                 continue
             results.setdefault(name, []).append({"seed": seed, **run(name, seed, task_type, files, work, args)})
@@ -171,10 +174,17 @@ SAME = ("bench", "adapter_lr", "full_lr", *DEFAULTS["conll"])
 def earlier_runs(path: str, args) -> dict[str, list[dict]]:
     """The runs of an earlier record, refused unless it was made with the same settings. Records
     before each run carried its seed list their runs in the order of their --seeds."""
-    record = json.loads(Path(path).read_text())
+    from adapterkit.errors import AdapterkitError
+    from adapterkit.io.files import read_json
+
+    try:
+        record = read_json(path, "a bench_tasks record", schema={"args": {"seeds": str}, "runs": dict})
+    except AdapterkitError as e:
+        raise SystemExit(f"error: {e}") from None
     differ = [k for k in SAME if record["args"].get(k) != getattr(args, k)]
     if differ:
-        raise SystemExit(f"{path}: made with other settings ({', '.join(differ)}); its runs cannot join this table")
+        raise SystemExit(f"error: {path}: made with other settings ({', '.join(differ)}); "
+                         "its runs cannot join this table")
     seeds = [int(s) for s in record["args"]["seeds"].split(",")]
     return {name: [{"seed": seeds[i], **r} if "seed" not in r else r for i, r in enumerate(runs)]
             for name, runs in record["runs"].items()}
